@@ -1,0 +1,5 @@
+import sys
+
+from ratag_xr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""Command line: a thin shell over the Python API (``ratag-xr --help``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ratag_xr.config import Config, load_config
+from ratag_xr.errors import RatagError
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster")
+    g.add_argument("--cluster", default=None,
+                   help="local (default), slurm, pbs, or a scheduler address tcp://host:port")
+    g.add_argument("--workers", type=int, default=None, help="local workers (default: cores)")
+    g.add_argument("--threads", type=int, default=None, help="threads per local worker")
+    g.add_argument("--memory", default=None, help="memory limit per local worker, e.g. 4GiB")
+    g.add_argument("--jobs", type=int, default=None, help="batch jobs for slurm/pbs")
+
+
+def _client(args):
+    from ratag_xr.cluster import make_client
+
+    return make_client(args.cluster, workers=args.workers, threads=args.threads,
+                       memory=args.memory, jobs=args.jobs)
+
+
+def _run_and_config(target: str) -> tuple[Path, Config]:
+    """A run directory, or a YAML config whose ``run.run_dir`` names it."""
+    path = Path(target)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        config = load_config(path)
+        if config.run.run_dir is None:
+            raise RatagError(f"{path}: run.run_dir is not set")
+        return Path(config.run.run_dir), config
+    return path, Config()
+
+
+def cmd_ingest(args) -> int:
+    from ratag_xr.cluster import managed_client
+    from ratag_xr.store import default_store, ingest
+
+    run_dir, config = _run_and_config(args.run)
+    store = Path(args.out) if args.out else default_store(run_dir)
+    with managed_client(_client(args)) as client:
+        summary = ingest(run_dir, store, config=config, nfiles=args.nfiles,
+                         rebuild=args.rebuild, client=client, progress=not args.quiet)
+    print(summary)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from ratag_xr.simulate import simulate_run
+
+    overrides = {k: v for k, v in {"seed": args.seed}.items() if v is not None}
+    run_dir = simulate_run(args.out_dir, **overrides)
+    print(f"simulated run written to {run_dir}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ratag_xr.demo import run_demo
+
+    return run_demo(Path(args.out), client_factory=lambda: _client(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ratag-xr", description="RaTag / RITA gas-xenon analysis: WFM -> Zarr -> results")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="read a run's raw .wfm files into the Zarr store")
+    p.add_argument("run", help="run directory, or a run config YAML")
+    p.add_argument("--out", help="store path (default: RUN_DIR/waveforms.zarr)")
+    p.add_argument("--nfiles", type=int, help="only the first N files of each set")
+    p.add_argument("--rebuild", action="store_true", help="delete the store and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("simulate", help="write a simulated run with its ground truth")
+    p.add_argument("out_dir", help="folder to create the run in")
+    p.add_argument("--seed", type=int, help="random seed (default: the simulator's)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate a small run and analyse it into every output")
+    p.add_argument("--out", default="demo-output", help="folder for the run and its outputs")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RatagError as err:
+        print(f"ratag-xr: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Run configuration: every run parameter and stage parameter, with defaults.
+
+A run config is a YAML file with one mapping per section (``run``, ``ingest``,
+``prepare``, ``integrate``, ``xray``, ``calibrate``, ``cluster``)::
+
+    run:
+      run_dir: RUN8            # relative to the YAML file
+      pressure: 2.0            # bar
+    prepare:
+      s2_method: mad
+
+Unknown keys and values of the wrong type are :class:`~ratag_xr.errors.ConfigError`
+naming the key and the file.  Defaults follow ALGORITHMS.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ratag_xr.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Detector and gas parameters of a run (ALGORITHMS.md "Run parameters")."""
+
+    run_dir: str | None = None  # the raw run folder (CLI argument wins)
+    run_id: str | None = None  # defaults to the run folder's name
+    pressure: float = 2.0  # bar
+    temperature: float = 293.0  # K
+    drift_gap: float = 1.4  # cm
+    el_gap: float = 0.8  # cm
+    w_value: float = 22.0  # eV per electron-ion pair
+    e_xray: float = 12300.0  # eV
+    e_recoil: float | None = None  # eV; None compares with the X-ray's expected electrons
+    polarity: str = "negative"  # "negative" (PMT pulses go down) or "positive"
+    channel: int | None = None  # keep only `*_ch<N>.wfm` files; None keeps all
+
+    def __post_init__(self):
+        if self.polarity not in ("negative", "positive"):
+            raise ConfigError(
+                f"run.polarity must be 'negative' or 'positive', got {self.polarity!r}"
+            )
+        for name in ("pressure", "temperature", "drift_gap", "el_gap", "w_value", "e_xray"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"run.{name} must be > 0, got {getattr(self, name)!r}")
+
+    @property
+    def sign(self) -> float:
+        """Multiplier that makes PMT pulses positive-going."""
+        return -1.0 if self.polarity == "negative" else 1.0
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """How raw files become the Zarr waveform store (see ratag_xr.store.layout)."""
+
+    chunk_mb: float = 16.0  # target uncompressed size of one (set, frame-chunk, time) chunk
+    compressor: str = "zstd"  # Blosc codec: zstd, lz4, lz4hc, zlib, blosclz
+    clevel: int = 1
+    shuffle: str = "auto"  # auto: byte shuffle for int16, bit shuffle for int8
+    nfiles: int | None = None  # only the first N files of each set (test mode)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run configuration; sections are added as stages land."""
+
+    run: RunParams = field(default_factory=RunParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_type(value, annotation, where: str):
+    """Return ``value`` coerced to ``annotation`` (int -> float allowed) or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item_type = args[0] if args else Any
+        return tuple(_check_type(v, item_type, where) for v in value)
+    if origin is dict or annotation is Any:
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")
+
+
+def build_section(cls, values: dict | None, where: str):
+    """Build the dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build_section(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def config_from_dict(values: dict | None, source: str = "<config>") -> Config:
+    """A :class:`Config` from nested mappings (as read from YAML)."""
+    return build_section(Config, values, source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML run config; ``run.run_dir`` is resolved relative to the file."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    config = config_from_dict(values, str(path))
+    run_dir = config.run.run_dir
+    if run_dir is not None and not Path(run_dir).is_absolute():
+        run = dataclasses.replace(config.run, run_dir=str((path.parent / run_dir).resolve()))
+        config = dataclasses.replace(config, run=run)
+    return config
+
+
+def with_overrides(config: Config, section: str, **values) -> Config:
+    """A copy of ``config`` with keys of one section replaced (None values are ignored)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return config
+    current = dataclasses.asdict(getattr(config, section))
+    current.update(values)
+    new = build_section(type(getattr(config, section)), current, section)
+    return dataclasses.replace(config, **{section: new})

@@ -1,0 +1,28 @@
+"""Per-frame numba kernels (numpy and numba only; no xarray, no I/O).
+
+Each kernel is a ``guvectorize`` gufunc over one frame of raw codes (core dimension
+``time``), with its outputs last and filled in place.  ``ratag_xr.features`` declares
+them; ``ratag_xr.driver`` maps them over a lazy (set, frame, time) waveform array.
+"""
+
+from ratag_xr.kernels.pass1 import (
+    XRAY_ACCEPTED,
+    XRAY_CODE_MEANINGS,
+    XRAY_EXCESSIVE_S2,
+    XRAY_INSUFFICIENT_SEPARATION,
+    XRAY_NO_SIGNAL,
+    XRAY_NOT_CLASSIFIABLE,
+    frame_pass1,
+)
+from ratag_xr.kernels.pass2 import frame_pass2
+
+__all__ = [
+    "XRAY_ACCEPTED",
+    "XRAY_CODE_MEANINGS",
+    "XRAY_EXCESSIVE_S2",
+    "XRAY_INSUFFICIENT_SEPARATION",
+    "XRAY_NOT_CLASSIFIABLE",
+    "XRAY_NO_SIGNAL",
+    "frame_pass1",
+    "frame_pass2",
+]

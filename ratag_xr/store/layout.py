@@ -1,0 +1,110 @@
+"""Layout of the Zarr waveform store: nodes, chunks, codecs and names.
+
+The store is a Zarr v3 hierarchy::
+
+    waveforms.manifest.jsonl   beside the store: one line per raw file event (append-only)
+    waveforms.zarr/
+      zarr.json          root attributes: run id, run parameters, set -> node map
+      axis0/             one node per distinct time axis and vertical scaling
+        waveform         (set, frame, time) raw int8/int16 codes, scale_factor/add_offset -> mV
+        time             (time) µs
+        set, gate, ...   per-set coordinates
+        file, ...        per-frame coordinates (set, frame)
+
+Sets whose records differ in length, sample spacing, first-sample time, code type or
+vertical scale live in different nodes, so no set is ever put on a wrong time axis.
+
+Frame slots: each raw file owns a whole number of frame chunks, so every chunk holds
+frames of exactly one file.  Files can then be written in parallel without two tasks
+touching one chunk, and a new file never rewrites old chunks.  The price is a few
+padding slots at the end of a file whose frame count is not a multiple of the chunk
+length; padding has ``valid == False`` and costs nothing on disk (zeros compress away).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from zarr.codecs import BloscCodec, BloscShuffle
+
+FORMAT_VERSION = 1
+STORE_NAME = "waveforms.zarr"
+
+
+def manifest_path(store) -> Path:
+    """The manifest lives beside the store (Zarr lists everything inside it as members)."""
+    store = Path(store)
+    return store.with_name(store.name.removesuffix(".zarr") + ".manifest.jsonl")
+ATTRS_KEY = "ratag_xr"
+NODE_PREFIX = "axis"
+
+
+@dataclass(frozen=True)
+class AxisKey:
+    """What must be equal for two files to share a node (values from the WFM header)."""
+
+    dtype: str  # numpy dtype string of the raw codes, e.g. "int16"
+    n_samples: int
+    x_spacing: float  # s
+    x_start: float  # s, first kept sample relative to the trigger
+    y_scale: float  # V per code
+    y_offset: float  # V
+
+    @classmethod
+    def from_wfm(cls, wfm) -> AxisKey:
+        return cls(dtype=np.dtype(wfm.raw_dtype).name, n_samples=int(wfm.n_samples),
+                   x_spacing=float(wfm.x_spacing), x_start=float(wfm.x_start),
+                   y_scale=float(wfm.y_scale), y_offset=float(wfm.y_offset))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def differences(self, other: AxisKey) -> list[str]:
+        """Human-readable 'field: expected X, found Y' for every differing field."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [f"{k}: expected {mine[k]!r}, found {theirs[k]!r}" for k in mine
+                if mine[k] != theirs[k]]
+
+    @property
+    def dt_us(self) -> float:
+        return self.x_spacing * 1e6
+
+    @property
+    def t0_us(self) -> float:
+        return self.x_start * 1e6
+
+    def time_us(self) -> np.ndarray:
+        """The time coordinate in µs, computed as ``t0 + i * dt`` (the kernels' convention)."""
+        return self.t0_us + np.arange(self.n_samples) * self.dt_us
+
+
+def frames_per_chunk(frames_per_file: int, n_samples: int, itemsize: int,
+                     chunk_mb: float) -> int:
+    """Chunk length along ``frame``: near ``chunk_mb`` and dividing a file into equal parts.
+
+    A file of F frames is split into ``ceil(F / target)`` chunks of equal length, so a
+    988-frame file with a 32-frame target gets 31 chunks of 32 (4 padding slots) and a
+    48-frame file gets 2 chunks of 24 (none).
+    """
+    frame_bytes = max(1, n_samples * itemsize)
+    target = max(1, int(chunk_mb * 2**20 // frame_bytes))
+    n_chunks = math.ceil(max(1, frames_per_file) / target)
+    return math.ceil(max(1, frames_per_file) / n_chunks)
+
+
+def slots_for(n_frames: int, chunk: int) -> int:
+    """Frame slots a file of ``n_frames`` occupies (a whole number of chunks)."""
+    return math.ceil(n_frames / chunk) * chunk
+
+
+def blosc_codec(compressor: str, clevel: int, shuffle: str, dtype) -> BloscCodec:
+    """The Blosc codec for raw codes; ``shuffle='auto'`` picks by code width."""
+    itemsize = np.dtype(dtype).itemsize
+    if shuffle == "auto":
+        mode = BloscShuffle.bitshuffle if itemsize == 1 else BloscShuffle.shuffle
+    else:
+        mode = BloscShuffle(shuffle)
+    return BloscCodec(cname=compressor, clevel=clevel, shuffle=mode, typesize=itemsize)
