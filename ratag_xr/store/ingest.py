@@ -178,6 +178,8 @@ class _Planner:
         nodes[node]["n_sets"] += 1
         info = {"node": node, "index": index, "gate": s.gate, "anode": s.anode}
         self.state["sets"][s.name] = info
+        # Persist the placement before any manifest event refers to it (kill-safety).
+        self.root.attrs[L.ATTRS_KEY] = self.state
         return info
 
 
@@ -231,6 +233,9 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, layout: RunLayout, con
         names = [n for n, v in sorted(state["sets"].items(), key=lambda kv: kv[1]["index"])
                  if v["node"] == node]
         group = zarr.open_group(store=str(store), mode="a")
+        if node in group and not group[node].attrs.get("complete"):
+            shutil.rmtree(store / node)  # creation was interrupted; nothing in it is ok yet
+            group = zarr.open_group(store=str(store), mode="a")
         if node not in group:
             codec = L.blosc_codec(meta["codec"]["compressor"], meta["codec"]["clevel"],
                                   meta["codec"]["shuffle"], key.dtype)

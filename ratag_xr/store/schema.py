@@ -75,6 +75,7 @@ def create_node(store: Path, node: str, key: AxisKey, n_sets: int, n_slots: int,
     encoding.update({k: dict(coord_chunks) for k in PER_FRAME})
     ds.to_zarr(str(store), group=node, mode="w-", compute=False, zarr_format=3,
                consolidated=False, encoding=encoding)
+    zarr.open_group(store=str(store), path=node, mode="r+").attrs["complete"] = True
 
 
 def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
