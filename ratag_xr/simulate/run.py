@@ -1,0 +1,186 @@
+"""Write a simulated run directory of FastFrame WFM files plus its ground truth.
+
+Layout (ALGORITHMS.md "Raw data layout")::
+
+    OUT_DIR/<run_name>/
+      FieldScan_Gate<V>_Anode<V>/<run_name>_<YYYYMMDD>_Gate<V>_Anode<V>_P<pos>_<NNNN>.wfm
+      truth.json, truth_frames.npz          (see ratag_xr.simulate.truth)
+
+Each file has its own random streams, seeded by (seed, set index, file index): a file's bytes
+do not depend on which other files are written, nor on the block size.  Frames are rendered
+and written in blocks, so memory holds one block of one file at a time (plus a few numbers per
+frame for the truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ratag_xr.io.wfm_writer import WfmWriter
+from ratag_xr.simulate.config import SimConfig
+from ratag_xr.simulate.events import FileEvents, draw_file_events
+from ratag_xr.simulate.physics import SetModel, set_model
+from ratag_xr.simulate.render import render_block
+from ratag_xr.simulate.truth import run_truth, set_truth, write_truth
+
+#: frames rendered per block: ~24 MB of float32 scratch at 190 000 samples per frame
+BLOCK_FRAMES = 32
+
+
+def file_name(config: SimConfig, model: SetModel, file_index: int) -> str:
+    """Name of file ``file_index`` of a set (dated by the file's first trigger, UTC)."""
+    date = datetime.fromtimestamp(_file_start(config, model.index, file_index), UTC)
+    return (
+        f"{config.run_name}_{date:%Y%m%d}_Gate{int(model.v_gate)}_Anode{int(model.v_anode)}"
+        f"_P{config.position}_{file_index:04d}.wfm"
+    )
+
+
+def _file_start(config: SimConfig, set_index: int, file_index: int) -> float:
+    """Unix time at which a file starts: files follow each other, set after set."""
+    k = set_index * config.files_per_set + file_index
+    return config.start_epoch + k * config.file_interval_s
+
+
+class FileSimulation:
+    """The frames of one file: per-frame truth at construction, codes block by block."""
+
+    def __init__(self, config: SimConfig, set_index: int, file_index: int, model=None):
+        self.config = config
+        self.model = model or set_model(config, set_index)
+        seeds = np.random.SeedSequence([config.seed, set_index, file_index]).spawn(2)
+        self._noise_rng = np.random.default_rng(seeds[1])
+        self.events: FileEvents = draw_file_events(
+            np.random.default_rng(seeds[0]), config, self.model,
+            _file_start(config, set_index, file_index),
+        )
+        self.name = file_name(config, self.model, file_index)
+
+    def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """Raw codes, (k, n_samples) blocks in frame order."""
+        c, ev = self.config, self.events
+        dt_us, y_mv = c.x_spacing_us, c.y_scale_mv
+        for start in range(0, ev.n_frames, block_frames):
+            stop = min(start + block_frames, ev.n_frames)
+            scratch = np.empty((stop - start, c.n_samples), dtype=np.float32)
+            for row in scratch:  # row by row: the stream does not depend on block_frames
+                self._noise_rng.standard_normal(dtype=np.float32, out=row)
+            p0, p1 = ev.pulse_offsets[start], ev.pulse_offsets[stop]
+            yield render_block(
+                scratch,
+                (ev.baseline_mv[start:stop] - c.y_offset_mv) / y_mv,
+                c.noise_mv / y_mv,
+                ev.pulse_offsets[start : stop + 1] - p0,
+                (ev.pulse_time[p0:p1] - c.record_start_us) / dt_us,
+                ev.pulse_amp[p0:p1] / y_mv,
+                ev.pulse_sigma_ns[p0:p1] * 1e-3 / dt_us,
+                np.dtype(c.dtype),
+            )
+
+    def write(self, path: Path, progress: Callable[[int], None] | None = None) -> Path:
+        """Write the file at ``path``; ``progress(k)`` after each block of k frames."""
+        c, ev = self.config, self.events
+        with WfmWriter(
+            path, ev.n_frames, c.n_samples, c.dtype,
+            y_scale=c.y_scale_mv * 1e-3, y_offset=c.y_offset_mv * 1e-3,
+            x_spacing=c.x_spacing_us * 1e-6, x_start=c.record_start_us * 1e-6,
+            gmt_sec=ev.gmt_sec, gmt_frac=ev.gmt_frac, tt_offsets=ev.tt_offsets,
+            byte_order=c.byte_order,
+        ) as writer:
+            for block in self.blocks():
+                writer.write_frames(block)
+                if progress is not None:
+                    progress(block.shape[0])
+        return path
+
+
+def _config(config: SimConfig | None, overrides: dict) -> SimConfig:
+    return (config or SimConfig()).replace(**overrides)
+
+
+def simulate_file_frames(config: SimConfig | None = None, set_index: int = 0,
+                         file_index: int = 0, **overrides) -> tuple[np.ndarray, FileEvents]:
+    """In-memory raw codes (n_frames, n_samples) and truth of one file, exactly the frames
+    :func:`simulate_run` writes for it."""
+    sim = FileSimulation(_config(config, overrides), set_index, file_index)
+    return np.concatenate(list(sim.blocks())), sim.events
+
+
+def simulate_set_frames(config: SimConfig | None = None, set_index: int = 0,
+                        **overrides) -> tuple[np.ndarray, list[FileEvents]]:
+    """In-memory raw codes (n_frames_per_set, n_samples) of a whole set (small runs only)
+    and the per-file truth, in the analysis' frame order."""
+    cfg = _config(config, overrides)
+    out = [simulate_file_frames(cfg, set_index, f) for f in range(cfg.files_per_set)]
+    return np.concatenate([raw for raw, _ in out]), [ev for _, ev in out]
+
+
+def _progress_sink(progress, total: int):
+    """(callback(k), close) from ``progress``: None/False, True (tqdm bar) or f(done, total)."""
+    if not progress:
+        return None, lambda: None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="frame", desc="simulate")
+        return bar.update, bar.close
+    done = [0]
+
+    def step(k: int) -> None:
+        done[0] += k
+        progress(done[0], total)
+
+    return step, lambda: None
+
+
+def simulate_run(out_dir, config: SimConfig | None = None, *, progress=None,
+                 overwrite: bool = False, **overrides) -> Path:
+    """Write a simulated run under ``out_dir``; returns the run directory.
+
+    ``config`` (default :class:`SimConfig()`) with keyword ``overrides`` of its fields.
+    ``progress``: True for a tqdm bar, or a callable ``f(frames_done, frames_total)``.
+    An existing, non-empty run directory is refused unless ``overwrite`` (files of the same
+    name are then replaced; other files are left alone).
+    """
+    cfg = _config(config, overrides)
+    run_dir = Path(out_dir) / cfg.run_name
+    if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{run_dir}: run directory exists and is not empty "
+                              "(pass overwrite=True to replace its files)")
+    total = len(cfg.sets) * cfg.n_frames_per_set
+    step, close = _progress_sink(progress, total)
+    sets, frames = [], []
+    try:
+        for s in range(len(cfg.sets)):
+            model = set_model(cfg, s)
+            folder = run_dir / model.name
+            folder.mkdir(parents=True, exist_ok=True)
+            events, names = [], []
+            for f in range(cfg.files_per_set):
+                sim = FileSimulation(cfg, s, f, model)
+                sim.write(folder / sim.name, step)
+                events.append(sim.events)
+                names.append(sim.name)
+                frames.append(_frame_table(sim.events, s, f))
+            sets.append(set_truth(model, events, names))
+    finally:
+        close()
+    table = {k: np.concatenate([t[k] for t in frames]) for k in frames[0]}
+    table["set_names"] = np.array([s["name"] for s in sets])
+    write_truth(run_dir, run_truth(cfg, sets), table)
+    return run_dir
+
+
+def _frame_table(events: FileEvents, set_index: int, file_index: int) -> dict:
+    n = events.n_frames
+    out = {
+        "set_index": np.full(n, set_index, dtype=np.int32),
+        "file_index": np.full(n, file_index, dtype=np.int32),
+        "frame_index": np.arange(n, dtype=np.int32),
+    }
+    out.update(events.per_frame())
+    return out
