@@ -1,0 +1,303 @@
+"""The files of ALGORITHMS.md §10, written from the labeled result datasets.
+
+Per set, in ``OUT/<set>/``: ``s2_areas.npy``, ``s2_results.json``, ``xray_areas.npy``,
+``xray_results.json``.  Per run, in ``OUT/plots/``: ``<run_id>_xray_areas_combined.npy``,
+``<run_id>_xray_metadata.json`` and the PNG figures (150 DPI).
+
+Every file is written atomically (:mod:`ratag_xr.io.atomic`): a reader never sees a
+half-written file, and a failed export leaves the previous file in place.  JSON has no
+NaN: a value that is NaN in the datasets (a failed step) is written as ``null``.
+Areas are mV·µs, times µs; each JSON states its units in a ``units`` object.  Frames keep
+their order (files by name, then frames in file) and are named by
+:func:`~ratag_xr.plots.wf_id`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ratag_xr import plots
+from ratag_xr.errors import AnalysisError, ConfigError
+from ratag_xr.io.atomic import (
+    atomic_open,
+    atomic_save_figure,
+    atomic_save_npy,
+    atomic_write_json,
+    atomic_write_text,
+    dumps_json,
+)
+from ratag_xr.plots import wf_id
+
+__all__ = ["XRAY_REASONS", "export_run", "export_set", "save_plots", "wf_id"]
+
+#: X-ray outcome code (``frames.xray_code``) -> reason written in ``xray_results.json``.
+XRAY_REASONS = {
+    -1: "not classifiable",
+    0: "accepted",
+    1: "excessive S2 signal above baseline",
+    2: "no signal above baseline",
+    3: "insufficient separation",
+}
+#: ``sets`` count variable -> X-ray codes it counts (checked against the frames).
+XRAY_COUNTS = {
+    "n_xray_events": (-1, 0, 1, 2, 3), "n_xray_accepted": (0,), "n_xray_rejected": (-1, 1, 2, 3),
+    "n_xray_not_classifiable": (-1,),
+    "n_xray_excessive_s2": (1,), "n_xray_no_signal": (2,), "n_xray_insufficient_separation": (3,),
+}  # fmt: skip
+
+#: Keys of ``s2_results.json`` ``params`` taken from the caller's parameters (with units);
+#: ``t_window`` comes from the window each set actually integrated.
+S2_PARAMS = {"n_pedestal": "samples", "ma_window": "samples", "bs_threshold": "mV",
+             "dt": "µs", "width_s2": "µs"}  # fmt: skip
+SET_METADATA = (
+    "t_s1", "t_s1_std", "t_s2_start_mean", "t_s2_start_std", "t_s2_end_mean", "t_s2_end_std",
+    "s2_duration_mean", "s2_duration_std", "drift_field", "EL_field", "time_drift",
+    "speed_drift", "red_drift_field",
+)  # fmt: skip
+#: ``s2_results.json`` key -> ``sets`` variable.
+S2_FIT_FIELDS = {
+    "mean": "s2_area_mean", "sigma": "s2_area_sigma", "ci95": "s2_area_ci95",
+    "fit_success": "s2_fit_success", "chi2_ndf": "s2_area_chi2_ndf",
+    "n_entries": "s2_area_n_entries", "fit_reason": "s2_fit_reason", "n_frames": "n_frames",
+    "n_area_nan": "n_area_nan",
+}  # fmt: skip
+_EVENT_BLOCK = 65536  # frames formatted per write: bounds memory for sets of millions
+
+
+def _value(ds: xr.Dataset, name: str, what: str):
+    """Plain Python value of the 0-d variable ``name``; a missing one breaks the schema."""
+    if name not in ds.variables:
+        raise AnalysisError(f"{what} has no variable {name!r}, which the result schema promises")
+    return ds[name].values.item()
+
+
+def _units(ds: xr.Dataset, name: str) -> str:
+    return str(ds[name].attrs.get("units", ""))
+
+
+@dataclass(frozen=True)
+class SetFrames:
+    """Per-frame results of the valid frames of one set, in frame order (numpy arrays)."""
+
+    file: np.ndarray
+    frame_in_file: np.ndarray
+    s2_area: np.ndarray
+    xray_code: np.ndarray
+    xray_area: np.ndarray
+
+    @classmethod
+    def from_frames(cls, frames: xr.Dataset, set_name: str) -> SetFrames:
+        """Select ``set_name`` from ``frames`` and drop the padding slots."""
+        fr = frames.sel(set=set_name)
+        valid = np.asarray(fr["valid"].values, dtype=bool)
+        result = cls(
+            file=np.asarray(fr["file"].values)[valid].astype(str),
+            frame_in_file=np.asarray(fr["frame_in_file"].values)[valid].astype(np.int64),
+            s2_area=np.asarray(fr["s2_area"].values, dtype=np.float64)[valid],
+            xray_code=np.asarray(fr["xray_code"].values)[valid].astype(np.int64),
+            xray_area=np.asarray(fr["xray_area"].values, dtype=np.float64)[valid],
+        )  # fmt: skip
+        result._check(set_name)
+        return result
+
+    @property
+    def accepted(self) -> np.ndarray:
+        return self.xray_code == 0
+
+    def _check(self, set_name: str) -> None:
+        unknown = ~np.isin(self.xray_code, list(XRAY_REASONS))
+        if unknown.any():
+            i = int(np.argmax(unknown))
+            raise AnalysisError(
+                f"set {set_name}, frame {wf_id(self.file[i], self.frame_in_file[i])}: X-ray code "
+                f"{self.xray_code[i]} is none of the known outcomes {sorted(XRAY_REASONS)}"
+            )
+        no_area = self.accepted & ~np.isfinite(self.xray_area)
+        if no_area.any():
+            i = int(np.argmax(no_area))
+            raise AnalysisError(
+                f"set {set_name}, frame {wf_id(self.file[i], self.frame_in_file[i])}: X-ray "
+                "event accepted but its area is not a finite number"
+            )
+
+
+def s2_results(row: xr.Dataset, params: dict, lineage: dict, method: str) -> dict:
+    """Content of ``s2_results.json`` for one set (``row = sets.sel(set=name)``)."""
+    what = f"sets (set {row['set'].values.item()})"
+    missing = sorted(set(S2_PARAMS) - set(params))
+    if missing:
+        raise ConfigError(f"export parameters lack {missing}; s2_results.json needs them")
+    t_window = [_value(row, "s2_window_start", what), _value(row, "s2_window_end", what)]
+    result = {
+        "method": method,
+        "params": {"t_window": t_window, **{k: params[k] for k in S2_PARAMS}},
+        **{key: _value(row, var, what) for key, var in S2_FIT_FIELDS.items()},
+        "set_metadata": {name: _value(row, name, what) for name in SET_METADATA},
+    }
+    units = {"t_window": "µs", **S2_PARAMS}
+    units.update({key: _units(row, var) for key, var in S2_FIT_FIELDS.items()})
+    units.update({name: _units(row, name) for name in SET_METADATA})
+    result["units"] = units
+    result["lineage"] = lineage
+    return result
+
+
+def _event_lines(frames: SetFrames) -> Iterator[str]:
+    """One compact JSON object per frame: wf_id, accepted, reason, area (null unless accepted).
+
+    Built by formatting rather than by the (pure-Python, indenting) encoder: a set can
+    hold millions of frames.  Strings that need escaping (the file stems) are encoded by
+    :func:`json.dumps` once per file; floats use ``repr``, which is what json writes.
+    """
+    reasons = {code: json.dumps(reason) for code, reason in XRAY_REASONS.items()}
+    files, file_index = np.unique(frames.file, return_inverse=True)
+    # '"<stem>_ff' — the closing quote follows the frame number.
+    prefixes = [json.dumps(wf_id(f, 0), ensure_ascii=False)[:-2] for f in files]
+    for start in range(0, frames.file.size, _EVENT_BLOCK):
+        block = slice(start, start + _EVENT_BLOCK)
+        codes = frames.xray_code[block].tolist()
+        areas = frames.xray_area[block].tolist()
+        numbers = frames.frame_in_file[block].tolist()
+        for idx, code, number, area in zip(file_index[block].tolist(), codes, numbers, areas,
+                                           strict=True):  # fmt: skip
+            accepted = code == 0
+            yield (f'{{"wf_id": {prefixes[idx]}{number}", "accepted": '
+                   f'{"true" if accepted else "false"}, "reason": {reasons[code]}, '
+                   f'"area": {repr(area) if accepted else "null"}}}')  # fmt: skip
+
+
+def xray_results_header(set_name: str, frames: SetFrames, row: xr.Dataset, params: dict,
+                        lineage: dict) -> dict:  # fmt: skip
+    """``xray_results.json`` without its ``events`` list; counts checked against ``row``."""
+    n_events = int(frames.xray_code.size)
+    n_accepted = int(np.count_nonzero(frames.accepted))
+    for var, codes in XRAY_COUNTS.items():
+        if var in row.variables:
+            counted = int(np.isin(frames.xray_code, codes).sum())
+            stored = int(row[var].values)
+            if counted != stored:
+                raise AnalysisError(f"set {set_name}: {var} = {stored} in sets, but the frames "
+                                    f"hold {counted} such X-ray outcomes")  # fmt: skip
+    by_reason = {reason: int(np.count_nonzero(frames.xray_code == code))
+                 for code, reason in XRAY_REASONS.items()}  # fmt: skip
+    return {
+        "set_id": set_name, "params": params, "n_events": n_events, "n_accepted": n_accepted,
+        "n_rejected": n_events - n_accepted, "n_by_reason": by_reason,
+        "units": {"area": "mV·µs"}, "lineage": lineage,
+    }  # fmt: skip
+
+
+def _write_xray_results(path: Path, head: str, frames: SetFrames) -> Path:
+    # ``head``: the JSON text of the header (indented); the events follow one per line,
+    # streamed.
+    with atomic_open(path, text=True) as fh:
+        fh.write(head[: head.rindex("}")].rstrip())
+        fh.write(',\n  "events": [')
+        separator = "\n    "
+        for line in _event_lines(frames):
+            fh.write(separator + line)
+            separator = ",\n    "
+        fh.write("\n  ]\n}\n" if frames.file.size else "]\n}\n")
+    return path
+
+
+def export_set(out_dir, set_name: str, sets: xr.Dataset, frames: xr.Dataset, params: dict,
+               lineage: dict) -> list[Path]:  # fmt: skip
+    """Write the four per-set files into ``out_dir/<set_name>/``; returns their paths.
+
+    ``params``: the analysis parameters; ``n_pedestal``, ``ma_window``, ``bs_threshold``
+    (mV), ``dt`` (the set's sample spacing, µs) and ``width_s2`` (µs) are required for
+    ``s2_results.json``; the whole dict is written as ``xray_results.json`` ``params``.
+    ``lineage``: configuration and code version, copied into both JSON files.
+    The S2 method is the ``s2_window_method`` attribute of ``sets`` (else ``params["method"]``).
+    """
+    method = sets.attrs.get("s2_window_method", params.get("method"))
+    if not method:
+        raise ConfigError("no S2 window method: sets has no 's2_window_method' attribute and "
+                          "params no 'method'")  # fmt: skip
+    row = sets.sel(set=set_name)
+    fr = SetFrames.from_frames(frames, set_name)
+    # Every check runs before the first file is written: a refused set leaves no files.
+    s2_text = dumps_json(s2_results(row, params, lineage, method))
+    xray_head = dumps_json(xray_results_header(set_name, fr, row, params, lineage))
+    folder = Path(out_dir) / set_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        atomic_save_npy(folder / "s2_areas.npy", fr.s2_area),
+        atomic_write_text(folder / "s2_results.json", s2_text),
+        atomic_save_npy(folder / "xray_areas.npy", fr.xray_area[fr.accepted]),
+        _write_xray_results(folder / "xray_results.json", xray_head, fr),
+    ]
+
+
+def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: xr.Dataset,
+               lineage: dict) -> list[Path]:  # fmt: skip
+    """Write ``<run_id>_xray_areas_combined.npy`` (accepted X-ray areas of all sets, set order
+    then frame order, mV·µs) and ``<run_id>_xray_metadata.json`` into ``out_dir/plots/``."""
+    folder = Path(out_dir) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [str(s) for s in sets["set"].values]
+    areas = []
+    for name in names:
+        fr = SetFrames.from_frames(frames, name)
+        areas.append(fr.xray_area[fr.accepted])
+    combined = np.concatenate(areas) if areas else np.empty(0, dtype=np.float64)
+    what = "run"
+    metadata = {
+        "run_id": run_id, "n_areas": int(combined.size), "sets": names,
+        "mean": _value(run, "A_x_mean", what), "std": _value(run, "A_x_sigma", what),
+        "ci95": _value(run, "A_x_ci95", what),
+        "fit_success": _value(run, "xray_fit_success", what),
+        "fit_reason": _value(run, "xray_fit_reason", what),
+        "units": {"areas": "mV·µs", "mean": _units(run, "A_x_mean"),
+                  "std": _units(run, "A_x_sigma"), "ci95": _units(run, "A_x_ci95")},
+        "lineage": lineage,
+    }  # fmt: skip
+    return [
+        atomic_save_npy(folder / f"{run_id}_xray_areas_combined.npy", combined),
+        atomic_write_json(folder / f"{run_id}_xray_metadata.json", metadata),
+    ]
+
+
+def save_plots(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset,
+               waveforms_by_set: dict[str, xr.Dataset] | None = None) -> list[Path]:  # fmt: skip
+    """Render the §10 figures as 150 DPI PNG into ``out_dir/plots/``; returns their paths.
+
+    Per set ``<set>_s2_histogram.png`` and, for the sets in ``waveforms_by_set`` (set name
+    -> the frames to show, see :func:`~ratag_xr.plots.plot_waveform_validation`),
+    ``<set>_waveform_validation.png``; per run ``<run_id>_xray_histogram.png``,
+    ``_s2_vs_drift.png``, ``_s2_vs_drift_normalized.png``, ``_diffusion_analysis.png`` and
+    ``_recombination.png``.  Figures are not registered with pyplot, so each is freed as
+    soon as it is saved and dropped.
+    """
+    folder = Path(out_dir) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [str(s) for s in sets["set"].values]
+    waveforms_by_set = waveforms_by_set or {}
+    unknown = sorted(set(waveforms_by_set) - set(names))
+    if unknown:
+        raise AnalysisError(f"waveforms given for set(s) {unknown} that are not in sets")
+    paths = []
+    for name in names:
+        fig = plots.plot_s2_histogram(sets, name, run_id)
+        paths.append(atomic_save_figure(folder / f"{name}_s2_histogram.png", fig))
+        if name in waveforms_by_set:
+            fig = plots.plot_waveform_validation(waveforms_by_set[name], sets.sel(set=name),
+                                                 run_id)  # fmt: skip
+            paths.append(atomic_save_figure(folder / f"{name}_waveform_validation.png", fig))
+    per_run = {
+        "xray_histogram": lambda: plots.plot_xray_histogram(run, run_id),
+        "s2_vs_drift": lambda: plots.plot_s2_vs_drift(sets, run_id),
+        "s2_vs_drift_normalized": lambda: plots.plot_s2_vs_drift(sets, run_id, normalized=True),
+        "diffusion_analysis": lambda: plots.plot_diffusion(sets, run, run_id),
+        "recombination": lambda: plots.plot_recombination(sets, run_id),
+    }
+    for suffix, make in per_run.items():
+        paths.append(atomic_save_figure(folder / f"{run_id}_{suffix}.png", make()))
+    return paths

@@ -1,0 +1,117 @@
+"""Figures of one set: the ion S2 area histogram and the waveform validation panel
+(ALGORITHMS.md §10).  Functions take result datasets and return figures; no I/O."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from ratag_xr.errors import AnalysisError
+from ratag_xr.plots._common import (
+    FONT_SIZE,
+    HistFit,
+    draw_fitted_histogram,
+    fmt_pm,
+    new_figure,
+    scalar,
+    wf_id,
+)
+
+#: HistFit field -> variable of the ``sets`` dataset.
+S2_HIST_VARS = {
+    "counts": "s2_area_hist", "edges": "s2_area_hist_edges", "mean": "s2_area_mean",
+    "sigma": "s2_area_sigma", "ci95": "s2_area_ci95", "chi2_ndf": "s2_area_chi2_ndf",
+    "n_entries": "s2_area_n_entries", "success": "s2_fit_success", "reason": "s2_fit_reason",
+    "amplitude": "s2_area_amplitude",
+}  # fmt: skip
+
+#: Time markers of the validation figure: (centre, spread, colour, label), times in µs.
+TIME_MARKERS = (
+    ("t_s1", "t_s1_std", "tab:red", "S1"),
+    ("t_s2_start_mean", "t_s2_start_std", "tab:blue", "S2 start"),
+    ("t_s2_end_mean", "t_s2_end_std", "tab:purple", "S2 end"),
+)
+
+
+def plot_s2_histogram(
+    sets: xr.Dataset, set_name: str, run_id: str, *, exclude_index: int = 1
+) -> Figure:
+    """Histogram of the ion S2 areas (mV·µs) of ``set_name`` with its Gaussian fit.
+
+    Shows the fitted curve, the mean with its ±ci95 band, σ, χ²/ndf and N; the first
+    ``exclude_index`` bins (left out of the fit, ALGORITHMS.md §6) are drawn grey.  A failed
+    fit shows the histogram and the reason.
+    """
+    row = sets.sel(set=set_name)
+    fit = HistFit.from_dataset(row, S2_HIST_VARS, exclude_index)
+    fig = new_figure(7.5, 5.0)
+    ax = fig.add_subplot()
+    draw_fitted_histogram(ax, fit, quantity="S2 area", count_label="frames / bin")
+    details = [f"drift field {scalar(row, 'drift_field'):.1f} V/cm"]
+    n_nan, n_frames = scalar(row, "n_area_nan"), scalar(row, "n_frames")
+    if n_nan > 0:
+        details.append(f"{n_nan:.0f} of {n_frames:.0f} frames not integrable")
+    status = "" if fit.success else " — fit failed"
+    ax.set_title(f"{run_id} · {set_name}{status}\nion S2 area, " + ", ".join(details),
+                 fontsize=FONT_SIZE + 1)  # fmt: skip
+    return fig
+
+
+def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id: str) -> Figure:
+    """Individual frames (not averages) of one set, one subplot each, two per row.
+
+    ``waveforms``: ``waveform`` (frame, time) in mV with coords ``time`` (µs), ``file`` and
+    ``frame_in_file``; the caller picks the frames (10 for the run report).  ``set_row`` is
+    ``sets.sel(set=name)``: S1 (red), S2 start (blue) and S2 end (purple) are drawn as
+    dashed lines with their ±σ band.  Each subplot is titled by the frame's wf_id.
+    """
+    n = int(waveforms.sizes.get("frame", 0))
+    if n == 0:
+        raise AnalysisError("waveform validation needs at least one frame, got none")
+    n_cols = 2
+    n_rows = math.ceil(n / n_cols)
+    fig = new_figure(12.0, 1.9 * n_rows + 1.3)
+    grid = fig.subplots(n_rows, n_cols, sharex=True, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[n:]:  # odd count: the last slot stays empty
+        fig.delaxes(ax)
+    axes = axes[:n]
+
+    time = np.asarray(waveforms["time"].values, dtype=float)
+    files = waveforms["file"].values
+    frames_in_file = waveforms["frame_in_file"].values
+    for i, ax in enumerate(axes):
+        ax.plot(time, np.asarray(waveforms["waveform"].isel(frame=i).values), color="0.15",
+                linewidth=0.5)  # fmt: skip
+        for centre, spread, color, _ in TIME_MARKERS:
+            t, s = scalar(set_row, centre), scalar(set_row, spread)
+            if math.isfinite(t):
+                ax.axvline(t, color=color, linestyle="--", linewidth=1.0)
+                if math.isfinite(s) and s > 0:
+                    ax.axvspan(t - s, t + s, color=color, alpha=0.18, linewidth=0)
+        ax.set_title(wf_id(files[i], frames_in_file[i]), fontsize=FONT_SIZE - 1)
+        ax.tick_params(labelsize=FONT_SIZE - 1)
+        ax.grid(alpha=0.3, linewidth=0.5)
+        if i % n_cols == 0:
+            ax.set_ylabel("signal [mV]")
+        if i >= n - n_cols:  # lowest subplot of its column
+            ax.set_xlabel("time [µs]")
+            ax.xaxis.set_tick_params(labelbottom=True)
+
+    handles, labels = [], []
+    for centre, spread, color, label in TIME_MARKERS:
+        handles.append((Patch(color=color, alpha=0.18), Line2D([], [], color=color, ls="--")))
+        t, s = scalar(set_row, centre), scalar(set_row, spread)
+        labels.append(f"{label}: {fmt_pm(t, s)} µs (±σ)" if math.isfinite(t) else
+                      f"{label}: not determined")  # fmt: skip
+    # Below the panels: above them it would collide with the suptitle.
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=FONT_SIZE)
+    set_name = str(set_row["set"].values) if "set" in set_row.coords else ""
+    fig.suptitle(f"{run_id} · {set_name} — waveform validation, {n} individual frames "
+                 "(not averaged)", fontsize=FONT_SIZE + 2)  # fmt: skip
+    return fig
