@@ -51,6 +51,50 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def _pipeline(args, stages) -> int:
+    from ratag_xr.pipeline import load_results, run_pipeline
+    from ratag_xr.pipeline.runner import run_failed, summary_table
+
+    run_dir, config = _run_and_config(args.run)
+    spec = args.cluster
+    client = None
+    if any(v is not None for v in (spec, args.workers, args.threads, args.memory, args.jobs)):
+        client = _client(args)
+    try:
+        run = run_pipeline(run_dir, out=args.out, config=config, client=client,
+                           nfiles=args.nfiles, stages=stages, force=args.force,
+                           progress=not args.quiet)
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
+        return 0
+    results = load_results(run.out)
+    print(summary_table(results))
+    problems = run_failed(results)
+    for problem in problems:
+        print(f"ratag-xr: run failed: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_run(args) -> int:
+    from ratag_xr.pipeline.runner import STAGES
+
+    return _pipeline(args, tuple(args.stages or STAGES))
+
+
+def _stage_command(stage):
+    def command(args) -> int:
+        from ratag_xr.pipeline.runner import STAGES
+
+        # A stage needs its predecessors; they are reused when already current.
+        return _pipeline(args, STAGES[: STAGES.index(stage) + 1])
+    return command
+
+
 def cmd_simulate(args) -> int:
     from ratag_xr.simulate import simulate_run
 
@@ -66,6 +110,15 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out), client_factory=lambda: _client(args))
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory, or a run config YAML")
+    p.add_argument("--out", help="output root (default: the run directory)")
+    p.add_argument("--nfiles", type=int, help="test mode: only the first N files of each set")
+    p.add_argument("--force", action="store_true", help="redo stages even when up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _cluster_args(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ratag-xr", description="RaTag / RITA gas-xenon analysis: WFM -> Zarr -> results")
@@ -79,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _cluster_args(p)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("run", help="run every stage: ingest, prepare, integrate, classify, "
+                                   "calibrate, export, plots")
+    _run_args(p)
+    p.add_argument("--stages", nargs="+", metavar="STAGE",
+                   help="only these stages (default: all, in order)")
+    p.set_defaults(func=cmd_run)
+    for stage, text in (("prepare", "fields, S1 time, S2 windows (and X-ray outcomes)"),
+                        ("integrate", "ion S2 areas and their per-set fits"),
+                        ("classify", "X-ray outcome counts per set"),
+                        ("calibrate", "X-ray calibration, recombination, diffusion"),
+                        ("export", "the JSON/NPY files of every set and of the run"),
+                        ("plots", "every diagnostic figure")):
+        p = sub.add_parser(stage, help=f"{text} (runs or reuses the stages before it)")
+        _run_args(p)
+        p.set_defaults(func=_stage_command(stage))
 
     p = sub.add_parser("simulate", help="write a simulated run with its ground truth")
     p.add_argument("out_dir", help="folder to create the run in")

@@ -70,11 +70,113 @@ class IngestParams:
 
 
 @dataclass(frozen=True)
+class PrepareParams:
+    """S1 time (§3), S2 window (§4) and the shared signal conditioning (§2).
+
+    Names equal the per-frame kernels' parameter names, so a declaration's parameters are
+    looked up here directly.
+    """
+
+    n_pedestal: int = 2000  # samples averaged for the pedestal
+    ma_window: int = 9  # samples of the centred moving average
+    s1_batches: int = 5  # frame chunks averaged for the S1 estimate
+    s1_min_height: float = 0.001  # mV
+    s1_min_distance: int = 200  # samples
+    s1_sigma_threshold: float = 1.0
+    s1_hist_bins: int = 50
+    s2_clip: float = 0.02  # mV: smoothed values below are set to 0
+    threshold_s2: float = 0.4  # mV
+    s2_method: str = "percentile"  # percentile | mad | std
+    s2_duration_cuts: tuple[float, ...] = (5.0, 25.0)  # µs
+    s2_min_values: int = 10
+
+    def __post_init__(self):
+        if self.s2_method not in ("percentile", "mad", "std"):
+            raise ConfigError(f"prepare.s2_method must be percentile, mad or std, "
+                              f"got {self.s2_method!r}")
+        cuts = self.s2_duration_cuts
+        if len(cuts) != 2 or not cuts[0] < cuts[1]:
+            raise ConfigError(f"prepare.s2_duration_cuts must be [low, high] with low < high, "
+                              f"got {list(self.s2_duration_cuts)}")
+        if self.n_pedestal < 1 or self.ma_window < 1 or self.s1_batches < 1:
+            raise ConfigError("prepare.n_pedestal, ma_window and s1_batches must be >= 1")
+
+
+@dataclass(frozen=True)
+class XrayParams:
+    """X-ray event classification (§7); computed in the same pass as the S2 window."""
+
+    bs_threshold: float = 0.8  # mV
+    ts2_tol: float = -2.7  # µs: X-ray S2 search ends at t_s1 + time_drift + ts2_tol
+    max_area_s2: float = 1e5  # mV (a sum of samples)
+    min_s2_sep: float = 1.0  # µs
+    min_s1_sep: float = 1.0  # µs
+
+
+@dataclass(frozen=True)
+class IntegrateParams:
+    """Ion S2 area (§5) and its per-set Gaussian fit (§6)."""
+
+    use_estimated_s2_windows: bool = True
+    bs_threshold: float = 0.8  # mV
+    ts2_tol: float = -2.7  # µs, fallback window start = t_s1 + time_drift + ts2_tol
+    width_s2: float = 1.1  # µs, fallback window width
+    bin_cuts: tuple[float, ...] = (0.0, 4.0)  # mV·µs
+    nbins: int = 100
+    exclude_index: int = 1  # leading bins left out of the fit (zero-area frames)
+    auto_range: bool = False  # range from robust statistics instead of bin_cuts
+    per_set: dict = field(default_factory=dict)  # {set name: {bin_cuts, nbins, auto_range}}
+
+    def __post_init__(self):
+        if len(self.bin_cuts) != 2 or not self.bin_cuts[0] < self.bin_cuts[1]:
+            raise ConfigError(f"integrate.bin_cuts must be [low, high] with low < high, "
+                              f"got {list(self.bin_cuts)}")
+        allowed = {"bin_cuts", "nbins", "auto_range"}
+        for name, values in self.per_set.items():
+            if not isinstance(values, dict) or set(values) - allowed:
+                raise ConfigError(f"integrate.per_set.{name}: expected a mapping with keys "
+                                  f"from {sorted(allowed)}, got {values!r}")
+
+    def histogram_for(self, set_name: str) -> dict:
+        """bin_cuts, nbins and auto_range for one set (per-set values win)."""
+        spec = {"bin_cuts": tuple(self.bin_cuts), "nbins": self.nbins,
+                "auto_range": self.auto_range}
+        spec.update(self.per_set.get(set_name, {}))
+        spec["bin_cuts"] = tuple(float(v) for v in spec["bin_cuts"])
+        return spec
+
+
+@dataclass(frozen=True)
+class CalibrateParams:
+    """Combined X-ray fit and calibration (§8), diffusion (§9)."""
+
+    xray_bin_cuts: tuple[float, ...] = (0.6, 20.0)  # mV·µs
+    xray_nbins: int = 100
+    xray_exclude_index: int = 0  # the range already starts above the pedestal peak
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """Where Dask runs (see ratag_xr.cluster); CLI options override these."""
+
+    spec: str = "local"  # local | slurm | pbs | tcp://host:port
+    workers: int | None = None
+    threads: int | None = None
+    memory: str | None = None
+    jobs: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
-    """A whole run configuration; sections are added as stages land."""
+    """A whole run configuration."""
 
     run: RunParams = field(default_factory=RunParams)
     ingest: IngestParams = field(default_factory=IngestParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    xray: XrayParams = field(default_factory=XrayParams)
+    integrate: IntegrateParams = field(default_factory=IntegrateParams)
+    calibrate: CalibrateParams = field(default_factory=CalibrateParams)
+    cluster: ClusterParams = field(default_factory=ClusterParams)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,7 +204,11 @@ def _check_type(value, annotation, where: str):
         args = typing.get_args(annotation)
         item_type = args[0] if args else Any
         return tuple(_check_type(v, item_type, where) for v in value)
-    if origin is dict or annotation is Any:
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if annotation is Any:
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -123,6 +229,10 @@ def _check_type(value, annotation, where: str):
     raise ConfigError(f"{where}: unsupported type {annotation!r}")
 
 
+def _join(where: str, key: str) -> str:
+    return f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
+
+
 def build_section(cls, values: dict | None, where: str):
     """Build the dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
     values = values or {}
@@ -132,23 +242,25 @@ def build_section(cls, values: dict | None, where: str):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
+        place = where.rstrip(":")
+        raise ConfigError(f"{place}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = build_section(hint, value, f"{where}.{key}")
+            kwargs[key] = build_section(hint, value, _join(where, key))
         else:
-            kwargs[key] = _check_type(value, hint, f"{where}.{key}")
+            kwargs[key] = _check_type(value, hint, _join(where, key))
     try:
         return cls(**kwargs)
     except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        file = where.split(":")[0] if ":" in where else where
+        raise ConfigError(f"{file}: {err}") from None
 
 
 def config_from_dict(values: dict | None, source: str = "<config>") -> Config:
     """A :class:`Config` from nested mappings (as read from YAML)."""
-    return build_section(Config, values, source)
+    return build_section(Config, values, f"{source}:")
 
 
 def load_config(path: str | Path) -> Config:

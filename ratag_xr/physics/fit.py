@@ -37,6 +37,8 @@ MIN_FILLED_BINS = 3
 MIN_SIGMA_BINS = 0.25
 #: ci95 = Z95 × standard error of the centre.
 Z95 = 1.96
+#: Fit window half-width in robust standard deviations around the robust centre.
+CORE_SIGMAS = 5.0
 #: Scale factor turning a median absolute deviation into a Gaussian sigma.
 MAD_TO_SIGMA = 1.4826
 
@@ -194,10 +196,15 @@ def _scaled_cdf(xe, amplitude, mean, sigma):
     return amplitude * ndtr((xe - mean) / sigma)
 
 
-def fit_gaussian_hist(counts, edges, *, exclude_index: int = 1, start=None) -> GaussFit:
+def fit_gaussian_hist(counts, edges, *, exclude_index: int = 1, start=None,
+                      core_sigmas: float | None = CORE_SIGMAS) -> GaussFit:
     """Binned Poisson ML fit of a Gaussian to ``counts`` (one per bin between ``edges``).
 
-    The first ``exclude_index`` bins (the pedestal of zero-area frames) are left out.
+    The first ``exclude_index`` bins (the pedestal of zero-area frames) are left out, and
+    so are bins farther than ``core_sigmas`` robust standard deviations from the robust
+    centre (pile-up, saturated frames): a Gaussian cannot describe such outliers, and a
+    single entry 9σ out dominates a Poisson likelihood and its curvature (the errors
+    collapse).  ``None`` fits every bin after ``exclude_index``.
     ``start`` optionally overrides the starting values: a mapping with any of
     ``amplitude``, ``mean``, ``sigma``.  By default they come from robust statistics of the
     fitted bins (median and IQR/1.349 from the cumulative counts, the entry count).
@@ -232,13 +239,26 @@ def fit_gaussian_hist(counts, edges, *, exclude_index: int = 1, start=None) -> G
             n_entries=n_entries, n_total=n_total, ndf=ndf,
         )  # fmt: skip
 
-    width = float(e_fit[-1] - e_fit[0])
-    min_bin = float(np.min(np.diff(e_fit)))
     p = _start_values(n_fit, e_fit)
     unknown = set(start or {}) - set(p)
     if unknown:
         raise ConfigError(f"unknown start parameter(s) {sorted(unknown)}; use {sorted(p)}")
     p.update(start or {})
+    if core_sigmas is not None:
+        lo, hi = p["mean"] - core_sigmas * p["sigma"], p["mean"] + core_sigmas * p["sigma"]
+        keep = np.flatnonzero((e_fit[1:] > lo) & (e_fit[:-1] < hi))
+        n_fit, e_fit = n_fit[keep[0]: keep[-1] + 1], e_fit[keep[0]: keep[-1] + 2]
+        n_entries = float(n_fit.sum())
+        ndf = n_fit.size - 3
+        if n_entries < MIN_ENTRIES or np.count_nonzero(n_fit) < MIN_FILLED_BINS:
+            return _failed(
+                f"only {n_entries:g} entries in {np.count_nonzero(n_fit)} bin(s) within "
+                f"{core_sigmas:g} robust sigma of the centre {p['mean']:.4g}",
+                n_entries=n_entries, n_total=n_total, ndf=ndf,
+            )  # fmt: skip
+        p["amplitude"] = n_entries
+    width = float(e_fit[-1] - e_fit[0])
+    min_bin = float(np.min(np.diff(e_fit)))
     cost = ExtendedBinnedNLL(n_fit, e_fit, _scaled_cdf)
     m = Minuit(cost, amplitude=p["amplitude"], mean=p["mean"], sigma=p["sigma"])
     sigma_floor = 1e-3 * min_bin

@@ -41,8 +41,13 @@ def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
 
 
 def _load_coords(ds: xr.Dataset) -> xr.Dataset:
-    """Coordinates are small labels: hold them in memory, keep only waveforms lazy."""
-    return ds.assign_coords({name: ds[name].load() for name in ds.coords})
+    """Coordinates are small labels: hold them in memory (strings as Python str), keep
+    only waveforms lazy."""
+    coords = {}
+    for name in ds.coords:
+        var = ds[name].load()
+        coords[name] = var.astype(object) if var.dtype.kind == "T" else var
+    return ds.assign_coords(coords)
 
 
 def open_set(store: str | Path, set_name: str, *, raw: bool = False) -> xr.Dataset:

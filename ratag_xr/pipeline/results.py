@@ -1,0 +1,129 @@
+"""The results store: every stage's labeled datasets in one Zarr hierarchy.
+
+``OUT/results.zarr/<stage>/{sets,frames,run}`` with the stage's lineage in the
+``<stage>`` group attributes.  A stage is written into a temporary group and renamed
+into place, so a reader (or a rerun) never sees half a stage.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+import zarr
+
+from ratag_xr.errors import StoreError
+
+STAGES = ("prepare", "integrate", "xray", "calibrate")
+PARTS = ("sets", "frames", "run")
+
+
+def _lineage_of(results: Path, stage: str) -> dict | None:
+    path = results / stage
+    if not (path / "zarr.json").exists():
+        return None
+    attrs = zarr.open_group(store=str(results), path=stage, mode="r").attrs
+    text = attrs.get("lineage")
+    return json.loads(text) if text else None
+
+
+def stage_is_current(results: Path, stage: str, lineage: dict) -> bool:
+    """True when ``stage`` is stored with exactly this lineage."""
+    stored = _lineage_of(Path(results), stage)
+    return stored is not None and stored.get("hash") == lineage["hash"]
+
+
+def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
+               **parts: xr.Dataset) -> None:
+    """Write the datasets of one stage (computing Dask-backed ones on ``client``)."""
+    results = Path(results)
+    zarr.open_group(store=str(results), mode="a", zarr_format=3)
+    tmp_name = f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        for part, ds in parts.items():
+            if ds is None:
+                continue
+            ds = _encodable(ds)
+            delayed = ds.to_zarr(str(results), group=f"{tmp_name}/{part}", mode="w",
+                                 zarr_format=3, consolidated=False, compute=False)
+            if client is not None:
+                client.compute(delayed).result()
+            else:
+                delayed.compute()
+        group = zarr.open_group(store=str(results), path=tmp_name, mode="a")
+        group.attrs["lineage"] = json.dumps(lineage, sort_keys=True, default=str)
+        final = results / stage
+        if final.exists():
+            shutil.rmtree(final)
+        (results / tmp_name).rename(final)
+    finally:
+        shutil.rmtree(results / tmp_name, ignore_errors=True)
+
+
+def _encodable(ds: xr.Dataset) -> xr.Dataset:
+    """Drop inherited encodings (chunks, codecs); strings become variable-length UTF-8."""
+    ds = ds.copy()
+    for name, var in ds.variables.items():
+        var.encoding = {}
+        if var.dtype.kind in "UT":
+            ds[name] = var.astype(object)
+    return ds
+
+
+def plain_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Zarr's variable-length strings read back as numpy StringDType; use Python str objects
+    so that ordinary numpy string code (``astype(str)``, comparisons) works on them."""
+    strings = [name for name, var in ds.variables.items() if var.dtype.kind == "T"]
+    return ds.assign({name: ds[name].astype(object) for name in strings if name in ds.data_vars}
+                     ).assign_coords({name: ds[name].astype(object) for name in strings
+                                      if name in ds.coords})
+
+
+def load_stage(results: Path, stage: str, part: str, *, lazy: bool = False) -> xr.Dataset | None:
+    """One stored part of a stage, or None.  Loaded into memory unless ``lazy``."""
+    path = Path(results) / stage / part
+    if not (path / "zarr.json").exists():
+        return None
+    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False)
+    return plain_strings(ds if lazy else ds.load())
+
+
+@dataclass
+class Results:
+    """The labeled results of a run: per set, per frame, per run."""
+
+    sets: xr.Dataset
+    frames: xr.Dataset
+    run: xr.Dataset
+    lineage: dict
+
+
+def load_results(out: str | Path) -> Results:
+    """Every stored stage of ``OUT/results.zarr`` merged into per-set/frame/run datasets.
+
+    Nothing is recomputed.  ``out`` is the output root (or the results store itself).
+    """
+    out = Path(out)
+    results = out if out.name.endswith(".zarr") else out / "results.zarr"
+    if not (results / "zarr.json").exists():
+        raise StoreError(f"{results}: no results store (run `ratag-xr run` first)")
+    merged = {part: [] for part in PARTS}
+    lineages = {}
+    for stage in STAGES:
+        lin = _lineage_of(results, stage)
+        if lin is None:
+            continue
+        lineages[stage] = lin
+        for part in PARTS:
+            ds = load_stage(results, stage, part)
+            if ds is not None:
+                merged[part].append(ds)
+    if not lineages:
+        raise StoreError(f"{results}: no stage has been stored yet")
+    combined = {part: xr.merge(dss, compat="override", join="outer", combine_attrs="override")
+                if dss else xr.Dataset() for part, dss in merged.items()}
+    return Results(lineage=lineages, **combined)
