@@ -107,7 +107,9 @@ def cmd_simulate(args) -> int:
 def cmd_demo(args) -> int:
     from ratag_xr.demo import run_demo
 
-    return run_demo(Path(args.out), client_factory=lambda: _client(args))
+    explicit = any(v is not None for v in (args.cluster, args.workers, args.threads,
+                                           args.memory, args.jobs))
+    return run_demo(Path(args.out), client_factory=(lambda: _client(args)) if explicit else None)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from ratag_xr.errors import ConfigError
+from ratag_xr.errors import ConfigError, RunLayoutError
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.physics.transport import set_transport
 from ratag_xr.simulate import (
@@ -121,7 +121,7 @@ def test_layout_and_names_parse(run_dir, truth):
 
 
 def test_existing_run_dir_is_not_overwritten_silently(run_dir):
-    with pytest.raises(FileExistsError):
+    with pytest.raises(RunLayoutError):
         simulate_run(run_dir.parent, SMALL)
 
 

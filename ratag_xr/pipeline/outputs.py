@@ -81,11 +81,17 @@ def export_outputs(run: Run) -> list[Path]:
 
 
 def validation_frames(run: Run, set_name: str, n: int = N_VALIDATION_FRAMES) -> xr.Dataset:
-    """``n`` randomly chosen individual valid frames of a set (reproducible per set name)."""
+    """``n`` randomly chosen individual valid frames of a set (reproducible per set name),
+    in pedestal-subtracted mV as the analysis sees them."""
     ds = open_set(run.store, set_name)
     rng = np.random.default_rng(zlib.crc32(set_name.encode()))
     pick = np.sort(rng.choice(ds.sizes["frame"], size=min(n, ds.sizes["frame"]), replace=False))
-    return ds[["waveform"]].isel(frame=pick).load()
+    frames = ds[["waveform"]].isel(frame=pick).load()
+    n_ped = run.config.prepare.n_pedestal
+    pedestal = frames.waveform.isel(time=slice(0, n_ped)).mean("time")
+    frames["waveform"] = (frames.waveform - pedestal).assign_attrs(
+        units="mV", long_name="PMT signal, pedestal-subtracted")
+    return frames
 
 
 def save_integration_plots(run: Run, client=None) -> list[Path]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ratag_xr.errors import RunLayoutError
 from ratag_xr.io.wfm_writer import WfmWriter
 from ratag_xr.simulate.config import SimConfig
 from ratag_xr.simulate.events import FileEvents, draw_file_events
@@ -149,8 +150,8 @@ def simulate_run(out_dir, config: SimConfig | None = None, *, progress=None,
     cfg = _config(config, overrides)
     run_dir = Path(out_dir) / cfg.run_name
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{run_dir}: run directory exists and is not empty "
-                              "(pass overwrite=True to replace its files)")
+        raise RunLayoutError(f"{run_dir}: run directory exists and is not empty "
+                             "(pass overwrite=True to replace its files)")
     total = len(cfg.sets) * cfg.n_frames_per_set
     step, close = _progress_sink(progress, total)
     sets, frames = [], []

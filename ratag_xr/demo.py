@@ -1,0 +1,93 @@
+"""``ratag-xr demo``: simulate a small run, analyse it into every output, and compare
+what the pipeline recovered with the simulator's ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ratag_xr.pipeline import load_results, run_pipeline
+from ratag_xr.pipeline.runner import run_failed, summary_table
+from ratag_xr.simulate import SimConfig, simulate_run
+
+#: 5 sets x 8 files x 70 frames at 2 GS/s int8: ~185 MB, ~20 accepted X-rays per set.
+DEMO_CONFIG = SimConfig(files_per_set=8)
+
+
+def _row(label, truth, got, err=None, unit=""):
+    got_text = "-" if got is None or not np.isfinite(got) else f"{got:.4g}"
+    if err is not None and np.isfinite(err):
+        got_text += f" ± {err:.2g}"
+    return f"  {label:<42} {truth:>10.4g} {got_text:>20} {unit}"
+
+
+def truth_table(truth: dict, results) -> str:
+    """Truth vs recovered, per set and per run."""
+    sets, run = results.sets, results.run
+    lines = [f"  {'quantity':<42} {'truth':>10} {'recovered':>20}"]
+    for t in truth["sets"]:
+        name = t["name"]
+        s = sets.sel(set=name)
+        lines.append(f" {name}")
+        lines.append(_row("t_s1", t["t_s1"], float(s.t_s1), unit="µs"))
+        lines.append(_row("drift time", t["time_drift"], float(s.time_drift), unit="µs"))
+        lines.append(_row("S2 start (median of frames)", t["t_s2_start"],
+                          float(s.t_s2_start_mean), float(s.t_s2_start_std), "µs"))
+        lines.append(_row("S2 duration spread sigma_t", t["sigma_t"],
+                          float(s.s2_duration_std), unit="µs"))
+        lines.append(_row("mean ion S2 area (truth: unclipped)", t["ion_area_mean"],
+                          float(s.s2_area_mean), float(s.s2_area_ci95), "mV·µs"))
+        lines.append(_row("recombination r", t["recombination"], float(s.r), float(s.r_err)))
+    lines.append(" run")
+    lines.append(_row("X-ray mean area (truth: unclipped)", truth["xray_area_mean"],
+                      float(run.A_x_mean), float(run.A_x_ci95), "mV·µs"))
+    lines.append(_row("g_S2", truth["g_s2"], float(run.g_S2), float(run.g_S2_err),
+                      "mV·µs/electron"))
+    lines.append(_row("D_L (longitudinal)", truth["D_L"], float(run.D_L), float(run.D_L_err),
+                      "mm²/µs"))
+    lines.append("  Areas: §5/§7 clip the smoothed signal below 0.8 mV, so recovered areas sit "
+                 "a few % under the\n  unclipped truth; r and g_S2 inherit that. X-ray frames "
+                 "widen the S2 duration spread (D_L).")
+    return "\n".join(lines)
+
+
+def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG) -> int:
+    """Simulate into ``out``, run every stage, print the summary and truth tables."""
+    out = Path(out)
+    run_dir = out / config.run_name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    print(f"simulating {len(config.sets)} sets x {config.files_per_set} files x "
+          f"{config.frames_per_file} frames into {run_dir} ...", flush=True)
+    simulate_run(out, config, progress=sys.stderr.isatty())
+    t1 = time.perf_counter()
+    client = client_factory() if client_factory else None
+    try:
+        run_pipeline(run_dir, client=client, progress=sys.stderr.isatty())
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    t2 = time.perf_counter()
+    results = load_results(run_dir)
+    truth = json.loads((run_dir / "truth.json").read_text())
+    print(summary_table(results))
+    print("\ntruth vs recovered")
+    print(truth_table(truth, results))
+    outputs = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")
+                     if p.suffix in (".json", ".npy", ".png") and "zarr" not in str(p))
+    print(f"\n{len(outputs)} output files under {run_dir} (results store: "
+          f"{run_dir / 'results.zarr'}, waveforms: {run_dir / 'waveforms.zarr'})")
+    print(f"simulation {t1 - t0:.1f} s, analysis {t2 - t1:.1f} s")
+    problems = run_failed(results)
+    for problem in problems:
+        print(f"ratag-xr: run failed: {problem}", file=sys.stderr)
+    return 1 if problems else 0
