@@ -3,6 +3,13 @@
 Each kernel is a ``guvectorize`` gufunc over one frame of raw codes (core dimension
 ``time``), with its outputs last and filled in place.  ``ratag_xr.features`` declares
 them; ``ratag_xr.driver`` maps them over a lazy (set, frame, time) waveform array.
+
+Modules: ``pass1`` and ``pass2`` (the kernels), ``conditioning`` (pedestal, windows,
+moving-average scans and sums), ``numeric`` (input-type dependent arithmetic, checks).
+
+numba's on-disk cache (``cache=True``) is keyed on the source file of each compiled
+function only: after editing ``conditioning.py`` or ``numeric.py``, touch ``pass1.py``
+and ``pass2.py`` (or delete ``__pycache__``) so that the kernels are recompiled.
 """
 
 from ratag_xr.kernels.pass1 import (

@@ -1,0 +1,247 @@
+"""compute_features: registered kernels mapped over a lazy (set, frame, time) array."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from distributed import Client, LocalCluster
+from numba import guvectorize
+
+from ratag_xr.driver import code_scaling, compute_features, time_axis
+from ratag_xr.errors import AnalysisError, RatagError
+from ratag_xr.features import FEATURES, FeatureOutput, FrameFeature, register, unregister
+
+try:
+    from tests.test_kernels import PASS1_OUTPUTS, reference_pass1, reference_pass2
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from test_kernels import PASS1_OUTPUTS, reference_pass1, reference_pass2
+
+N_SAMPLES, T0, DT = 3000, -3.0, 0.01
+SCALE, OFFSET = -0.004, 1.5  # mV per code (negative polarity), mV
+N_VALID = {"setA": 5, "setB": 3}  # frames per set; 6 slots each, the rest is padding
+N_SLOTS = 6
+T_S1 = [-1.0, -0.6]
+TIME_DRIFT = [12.0, 15.0]
+PARAMS = {"n_pedestal": 100, "ma_window": 9, "max_area_s2": 400.0}
+
+
+def make_frames(rng) -> np.ndarray:
+    """int16 codes (set, slot, time): baseline, noise, S1, S2 and sometimes an X-ray."""
+    t = T0 + np.arange(N_SAMPLES) * DT
+    raw = np.zeros((len(N_VALID), N_SLOTS, N_SAMPLES), np.int16)
+    for s, n_valid in enumerate(N_VALID.values()):
+        for f in range(n_valid):
+            mv = rng.normal(0.0, 0.15, N_SAMPLES)
+            mv += 3.0 * np.exp(-0.5 * ((t - T_S1[s]) / 0.05) ** 2)
+            t_s2 = T_S1[s] + TIME_DRIFT[s] + rng.normal(0.0, 0.3)
+            mv[(t >= t_s2) & (t <= t_s2 + rng.uniform(2.0, 6.0))] += rng.uniform(0.3, 2.0)
+            if rng.random() < 0.6:
+                tx = rng.uniform(T_S1[s] + 1.5, T_S1[s] + TIME_DRIFT[s] - 4.5)
+                mv += rng.uniform(1.0, 4.0) * np.exp(-0.5 * ((t - tx) / 0.2) ** 2)
+            raw[s, f] = np.round(200 + mv / SCALE).astype(np.int16)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def threads_client():
+    """In-process workers: fast, and they share this module's READS counter."""
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return make_frames(np.random.default_rng(42))
+
+
+READS = []  # chunk shapes seen by count_read (tasks run in this process: processes=False)
+
+
+def count_read(block):
+    """Stands for reading a chunk from the store; module level, so workers share READS."""
+    READS.append(block.shape)
+    return block
+
+
+def waveform_array(raw, chunks=None, count_reads=False) -> xr.DataArray:
+    """A lazy waveform DataArray as the store provides it."""
+    data = da.from_array(raw, chunks=chunks or (1, 2, -1))
+    if count_reads:
+        data = data.map_blocks(count_read, meta=np.empty((0, 0, 0), raw.dtype))
+    valid = np.arange(N_SLOTS)[None, :] < np.array(list(N_VALID.values()))[:, None]
+    time = T0 + np.arange(N_SAMPLES) * DT
+    return xr.DataArray(
+        data, dims=("set", "frame", "time"),
+        coords={"set": list(N_VALID), "frame": np.arange(N_SLOTS), "time": time,
+                "valid": (("set", "frame"), valid)},
+        attrs={"scale_factor": SCALE, "add_offset": OFFSET, "units": "mV"})
+
+
+def per_set_params() -> dict:
+    sets = list(N_VALID)
+    params = dict(PARAMS)
+    params["t_s1"] = xr.DataArray(T_S1, dims="set", coords={"set": sets})
+    params["time_drift"] = xr.DataArray(TIME_DRIFT, dims="set", coords={"set": sets})
+    start = np.array(T_S1) + np.array(TIME_DRIFT) - 0.5
+    params["s2_window_start"] = xr.DataArray(start, dims="set", coords={"set": sets})
+    params["s2_window_end"] = xr.DataArray(start + 5.0, dims="set", coords={"set": sets})
+    return params
+
+
+def reference_params(params: dict, s: int) -> dict:
+    """Plain floats of set ``s``, with the declared defaults of the built-in features."""
+    p = {}
+    for feature in ("s2_window_xray", "s2_area"):
+        p.update(FEATURES[feature].defaults)
+    for name, value in params.items():
+        p[name] = float(value[s]) if isinstance(value, xr.DataArray) else float(value)
+    return p
+
+
+def test_features_match_reference_per_frame(threads_client, raw):
+    params = per_set_params()
+    lazy = compute_features(waveform_array(raw), params)
+    assert all(isinstance(v.data, da.Array) for v in lazy.data_vars.values())
+    ds = lazy.compute()
+    expected_vars = {*PASS1_OUTPUTS, "s2_area"}
+    assert set(ds.data_vars) == expected_vars
+    codes = set()
+    for name, var in ds.data_vars.items():
+        assert var.dims == ("set", "frame"), name
+        assert var.attrs["units"] and var.attrs["long_name"], name
+    assert ds.xray_code.dtype == np.int8
+    assert list(ds.xray_code.attrs["flag_values"]) == [-1, 0, 1, 2, 3]
+    assert ds.xray_code.attrs["flag_meanings"].split()[1] == "accepted"
+    for s, n_valid in enumerate(N_VALID.values()):
+        p = reference_params(params, s)
+        for f in range(N_SLOTS):
+            got = ds.isel(set=s, frame=f)
+            if f >= n_valid:  # padding frame
+                assert not got.valid
+                assert int(got.xray_code) == -1
+                assert all(np.isnan(got[k]) for k in expected_vars - {"xray_code"})
+                continue
+            expected = reference_pass1(raw[s, f], SCALE, OFFSET, T0, DT, p)
+            assert int(got.xray_code) == expected["xray_code"]
+            codes.add(expected["xray_code"])
+            for name in ("pedestal", "s2_start", "s2_end", "s2_duration", "xray_area"):
+                np.testing.assert_allclose(got[name], expected[name], rtol=1e-9, atol=1e-12,
+                                           err_msg=name)
+            np.testing.assert_allclose(got.s2_area,
+                                       reference_pass2(raw[s, f], SCALE, OFFSET, T0, DT, p),
+                                       rtol=1e-9, atol=1e-12)
+    assert len(codes) >= 2  # the frames are not all alike
+    assert ds.attrs["t_s1"] == T_S1 and ds.attrs["n_pedestal"] == 100.0
+    assert ds.attrs["ma_window"] == 9.0 and ds.attrs["dt"] == DT
+
+
+def test_all_features_read_each_chunk_once(threads_client, raw):
+    READS.clear()
+    ds = compute_features(waveform_array(raw, count_reads=True), per_set_params())
+    threads_client.compute(ds).result()
+    assert READS == [(1, 2, N_SAMPLES)] * (len(N_VALID) * N_SLOTS // 2)
+
+
+def test_selection_by_pass_and_params_dataset(threads_client, raw):
+    params = xr.Dataset({k: v for k, v in per_set_params().items()
+                         if isinstance(v, xr.DataArray)})
+    ds = compute_features(waveform_array(raw), params, features="pass2").compute()
+    assert list(ds.data_vars) == ["s2_area"]
+    p = reference_params(dict(params.data_vars), 1) | {"n_pedestal": 2000.0}
+    np.testing.assert_allclose(ds.s2_area[1, 0], reference_pass2(raw[1, 0], SCALE, OFFSET,
+                                                                  T0, DT, p), rtol=1e-9)
+
+
+@guvectorize(["void(int16[:], float64, float64, float64, float64, float64[:])",
+              "void(float64[:], float64, float64, float64, float64, float64[:])"],
+             "(n),(),(),(),()->()", nopython=True)
+def frame_max(raw, scale, offset, t0, dt, out):
+    """Largest code of the frame in mV (a toy feature for the registry test)."""
+    out[0] = raw.max() * scale + offset
+
+
+def test_registered_feature_appears_in_output(threads_client, raw):
+    feature = FrameFeature(name="frame_max", kernel=frame_max, params=(),
+                           outputs=(FeatureOutput("max_code_mv", "mV", "largest code"),),
+                           pass_name="pass1")
+    register(feature)
+    try:
+        ds = compute_features(waveform_array(raw), per_set_params(), features="pass1")
+        assert {"max_code_mv", "s2_start", "xray_code"} <= set(ds.data_vars)
+        assert "s2_area" not in ds
+        got = ds.max_code_mv.compute()
+        assert got.attrs["units"] == "mV"
+        np.testing.assert_allclose(got[0, :5], raw[0, :5].max(axis=1) * SCALE + OFFSET)
+        assert np.isnan(got[1, 3:]).all()  # padding
+        with pytest.raises(RatagError, match="already registered"):
+            register(feature)
+    finally:
+        unregister("frame_max")
+    assert "frame_max" not in FEATURES
+
+
+def test_feature_declaration_must_match_kernel():
+    with pytest.raises(RatagError, match="kernel takes 5 inputs"):
+        FrameFeature(name="bad", kernel=frame_max, params=("t_s1",),
+                     outputs=(FeatureOutput("x", "mV", "x"),), pass_name="pass1")
+    with pytest.raises(RatagError, match="fill value"):
+        FeatureOutput("code", "1", "a code", dtype=np.int8)
+
+
+def test_time_axis_split_into_chunks_is_refused(raw):
+    waveform = waveform_array(raw, chunks=(1, 2, 1000))
+    with pytest.raises(RatagError, match="time axis is split into 3 chunks"):
+        compute_features(waveform, per_set_params())
+
+
+def test_missing_parameter_is_refused(raw):
+    params = {k: v for k, v in per_set_params().items() if k != "t_s1"}
+    with pytest.raises(AnalysisError, match="'t_s1'"):
+        compute_features(waveform_array(raw), params, features="pass1")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_time_axis_reproduces_coordinate_exactly(seed):
+    rng = np.random.default_rng(seed)
+    t0, dt = rng.uniform(-5.0, 0.0), rng.uniform(1e-4, 1e-2)
+    n = int(rng.integers(2, 200000))
+    coord = t0 + np.arange(n) * dt
+    got_t0, got_dt = time_axis(coord)
+    assert np.array_equal(got_t0 + np.arange(n) * got_dt, coord)
+
+
+def test_time_axis_refuses_irregular_times():
+    with pytest.raises(RatagError, match="not uniform"):
+        time_axis(np.array([0.0, 1.0, 2.5, 3.0]))
+    with pytest.raises(RatagError, match="must increase"):
+        time_axis(np.array([3.0, 2.0, 1.0]))
+
+
+def test_code_scaling_sources():
+    codes = xr.DataArray(np.zeros(3, np.int16), attrs={"scale_factor": -0.5})
+    assert code_scaling(codes) == (-0.5, 0.0)
+    encoded = xr.DataArray(np.zeros(3, np.int16))
+    encoded.encoding = {"scale_factor": 2.0, "add_offset": 1.0}
+    assert code_scaling(encoded) == (2.0, 1.0)
+    decoded = xr.DataArray(np.zeros(3))
+    decoded.encoding = {"scale_factor": 2.0, "add_offset": 1.0}
+    assert code_scaling(decoded) == (1.0, 0.0)  # already mV
+
+
+def test_kernels_run_in_worker_processes(client, raw):
+    """Tasks are serialized to worker processes: the cached kernels must survive that."""
+    ds = compute_features(waveform_array(raw), per_set_params(), features="pass2")
+    got = client.compute(ds.s2_area).result()
+    p = reference_params(per_set_params(), 0)
+    np.testing.assert_allclose(got[0, 0], reference_pass2(raw[0, 0], SCALE, OFFSET, T0, DT, p),
+                               rtol=1e-9)
+
+
+def test_numpy_backed_waveform_gives_the_same_result(threads_client, raw):
+    lazy = compute_features(waveform_array(raw), per_set_params())
+    eager = compute_features(waveform_array(raw).compute(), per_set_params())
+    assert not any(isinstance(v.data, da.Array) for v in eager.data_vars.values())
+    xr.testing.assert_identical(eager, lazy.compute())
