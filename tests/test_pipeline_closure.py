@@ -165,3 +165,18 @@ def test_ion_area_and_calibration_closure(closure):
         s = res.sets.sel(set=name)
         assert float(s.r) == pytest.approx(1 - float(s.s2_area_mean) / float(run.A_x_mean),
                                            rel=1e-12)
+
+
+def test_longitudinal_diffusion_closure(tmp_path, client):
+    # Without X-rays (whose late light stretches the §4 duration of their frames) the
+    # spread of the S2 duration is the simulated sigma_t; the §9 straight-line fit must
+    # recover D_L and sigma_0^2 within 3 of their reported standard errors.
+    config = CONFIG.replace(xray_fraction=0.0, seed=11)
+    run_dir = simulate_run(tmp_path, config)
+    run_pipeline(run_dir, client=client, stages=STAGES, progress=False)
+    run = load_results(run_dir).run
+    truth = json.loads((run_dir / "truth.json").read_text())
+    assert bool(run.diffusion_success)
+    assert abs(float(run.D_L) - truth["D_L"]) <= 3 * float(run.D_L_err)
+    assert abs(float(run.sigma0_sq) - truth["sigma0_sq"]) <= 3 * float(run.sigma0_sq_err)
+    assert float(run.D_L_err) < 0.2 * truth["D_L"]  # the test has power: a 20 % measurement

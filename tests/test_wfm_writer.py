@@ -232,7 +232,7 @@ def test_error_inside_context_removes_partial_file(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(dtype="f4"), "int8 or int16"),
+        (dict(dtype="f8"), "int8, int16 or float32"),
         (dict(byte_order="="), "byte_order"),
         (dict(n_frames=0), ">= 1 frame"),
         (dict(y_scale=float("nan")), "y_scale must be finite"),
@@ -258,3 +258,12 @@ def test_block_of_wrong_shape_or_dtype_is_refused(tmp_path):
             w.write_frames(np.zeros((1, 10), np.int16))
         w.write_frames(np.zeros((1, 10), np.int8))
     assert (tmp_path / "b.wfm").exists()
+
+
+def test_float32_curves_round_trip_with_nan(tmp_path):
+    raw = np.random.default_rng(5).normal(size=(3, 64)).astype(np.float32)
+    raw[1] = np.nan
+    path = write_wfm(tmp_path / "f.wfm", raw, y_scale=1e-3, x_spacing=1e-9, x_start=-1e-6)
+    with read_wfm(path) as wfm:
+        assert wfm.raw_dtype == np.float32
+        np.testing.assert_array_equal(wfm.frames(), raw)

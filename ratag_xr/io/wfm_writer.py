@@ -22,7 +22,7 @@ from ratag_xr.errors import WfmError
 from ratag_xr.io import wfm_header as layout
 
 #: numpy dtype -> version-3 explicit format code (the writer supports the scope's codes)
-_FORMAT_CODES = {np.dtype("i1"): 7, np.dtype("i2"): 0}
+_FORMAT_CODES = {np.dtype("i1"): 7, np.dtype("i2"): 0, np.dtype("f4"): 4}
 _VERSION = 3
 
 
@@ -44,7 +44,7 @@ class WfmWriter:
     path : output file (``.wfm``)
     n_frames, n_samples : frames in the file and kept samples per frame (pre/post-charge
         points excluded)
-    dtype : ``int8`` or ``int16`` raw codes
+    dtype : ``int8`` or ``int16`` raw codes (``float32`` for tests of float curves)
     y_scale : volts per code; y_offset : volts (volts = code * y_scale + y_offset)
     x_spacing : seconds per sample; x_start : seconds, time of the first kept sample
         relative to the trigger
@@ -77,7 +77,7 @@ class WfmWriter:
         self.path = Path(path)
         self.dtype = np.dtype(dtype)
         if self.dtype not in _FORMAT_CODES:
-            raise ValueError(f"dtype must be int8 or int16, got {self.dtype}")
+            raise ValueError(f"dtype must be int8, int16 or float32, got {self.dtype}")
         if byte_order not in ("<", ">"):
             raise ValueError(f"byte_order must be '<' or '>', got {byte_order!r}")
         self.n_frames, self.n_samples = int(n_frames), int(n_samples)
@@ -127,8 +127,9 @@ class WfmWriter:
         curve_offset = fixed + (n - 1) * layout.FRAME_TABLE_BYTES
         total = curve_offset + n * self._record_bytes + layout.CHECKSUM_SIZE
         bytes_to_eof = total - 15  # counted from the byte after the bytes-per-point field
-        code_max = np.iinfo(self.dtype).max
-        code_min = np.iinfo(self.dtype).min
+        # float curves: the header's integer range fields get the int32 limits
+        limits = np.iinfo(self.dtype if self.dtype.kind == "i" else np.int32)
+        code_max, code_min = int(limits.max), int(limits.min)
         record = self._record_bytes // item
         curve = {
             "state_flags": 0,

@@ -7,6 +7,7 @@ the same pass, the X-ray classification of §7 (stored with this stage, summaris
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -93,7 +94,8 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
             for c in pick:
                 frames = valid[(valid >= c * chunk) & (valid < (c + 1) * chunk)]
                 block = wf.data[i, frames[0]: frames[-1] + 1]
-                means.append(block.astype("float64").mean(axis=0) * scale + offset)
+                # nanmean: a frame of NaN samples (float curves) must not blank its chunk
+                means.append(da.nanmean(block.astype("float64"), axis=0) * scale + offset)
             jobs[str(name)] = means
             times[str(name)] = ds.time.values
     computed = client.compute(jobs).result() if client is not None else jobs
