@@ -146,3 +146,32 @@ def atomic_save_figure(path: str | os.PathLike, fig, dpi: int = PNG_DPI) -> Path
     with atomic_open(path) as fh:
         fig.savefig(fh, format="png", dpi=dpi)
     return Path(path)
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Delete temporary files left in ``folder`` by writers that were killed mid-write
+    (``.NAME.tmp-<pid>-<random>`` whose process no longer runs); returns what was removed."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(".*.tmp-*-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and _running(pid):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -86,6 +86,8 @@ def manifest_hash(run: Run) -> str:
 def lineage(run: Run, stage: str, sections: tuple[str, ...], upstream: dict | None = None) -> dict:
     """What a stage's output depends on; its ``hash`` changes when any input changes."""
     config = {name: dataclasses.asdict(getattr(run.config, name)) for name in sections}
+    if "run" in config:
+        config["run"].pop("run_dir")  # where the raw files are does not change a result
     body = {"stage": stage, "config": config, "versions": versions(),
             "manifest_hash": manifest_hash(run), "nfiles": run.nfiles,
             "upstream": {k: v["hash"] for k, v in (upstream or {}).items()}}

@@ -18,7 +18,7 @@ import zarr
 
 from ratag_xr import plots
 from ratag_xr.export import export_run, export_set
-from ratag_xr.io.atomic import atomic_save_figure
+from ratag_xr.io.atomic import atomic_save_figure, remove_stale_temps
 from ratag_xr.pipeline.context import Run, versions
 from ratag_xr.pipeline.results import Results, load_results
 from ratag_xr.store import open_set, store_state
@@ -61,9 +61,15 @@ def _sample_spacing(run: Run) -> dict[str, float]:
     return out
 
 
+def _clean_outputs(run: Run, names) -> None:
+    for folder in (run.plots_dir, *(run.out / str(n) for n in names)):
+        remove_stale_temps(folder)
+
+
 def export_outputs(run: Run) -> list[Path]:
     """Write every §10 data file; skipped when the exported lineage is unchanged."""
     results = _merged(run)
+    _clean_outputs(run, results.sets.set.values)
     lineage = output_lineage(run, results)
     root = zarr.open_group(store=str(run.results), mode="a")
     if not run.force and root.attrs.get("exported", {}).get("hash") == lineage["hash"] \
@@ -127,3 +133,20 @@ def save_run_plots(run: Run) -> list[Path]:
     }
     return [atomic_save_figure(folder / f"{run.run_id}_{kind}.png", fig)
             for kind, fig in figures.items()]
+
+
+def plot_outputs(run: Run, client=None) -> list[Path]:
+    """Every figure of §10; skipped when the plotted lineage is unchanged and all exist."""
+    results = _merged(run)
+    _clean_outputs(run, results.sets.set.values)
+    lineage = output_lineage(run, results)
+    root = zarr.open_group(store=str(run.results), mode="a")
+    expected = [run.plots_dir / f"{run.run_id}_{kind}.png" for kind in (
+        "xray_histogram", "s2_vs_drift", "s2_vs_drift_normalized", "diffusion_analysis")]
+    expected += [run.plots_dir / f"{n}_s2_histogram.png" for n in results.sets.set.values]
+    if not run.force and root.attrs.get("plotted", {}).get("hash") == lineage["hash"] \
+            and all(p.exists() for p in expected):
+        return []
+    paths = save_integration_plots(run, client) + save_run_plots(run)
+    root.attrs["plotted"] = {"hash": lineage["hash"]}
+    return paths

@@ -22,7 +22,7 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
     """
     from ratag_xr.pipeline.calibrate import run_calibration_analysis
     from ratag_xr.pipeline.integrate import run_ion_integration
-    from ratag_xr.pipeline.outputs import export_outputs, save_integration_plots, save_run_plots
+    from ratag_xr.pipeline.outputs import export_outputs, plot_outputs
     from ratag_xr.pipeline.prepare import prepare_run
     from ratag_xr.pipeline.xray import run_xray_classification
     from ratag_xr.store import ingest
@@ -46,7 +46,7 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
                  ("classify", lambda: run_xray_classification(run)),
                  ("calibrate", lambda: run_calibration_analysis(run, flag_plot=False)),
                  ("export", lambda: export_outputs(run)),
-                 ("plots", lambda: (save_integration_plots(run, cl), save_run_plots(run)))]
+                 ("plots", lambda: plot_outputs(run, cl))]
         for name, step in steps:
             if name in stages:
                 _say(f"stage {name} ...")
