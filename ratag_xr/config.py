@@ -63,9 +63,12 @@ class IngestParams:
     """How raw files become the Zarr waveform store (see ratag_xr.store.layout)."""
 
     chunk_mb: float = 16.0  # target uncompressed size of one (set, frame-chunk, time) chunk
-    compressor: str = "zstd"  # Blosc codec: zstd, lz4, lz4hc, zlib, blosclz
-    clevel: int = 1
-    shuffle: str = "auto"  # auto: byte shuffle for int16, bit shuffle for int8
+    # lz4 + bit shuffle: the best ratio of the Blosc codecs measured on simulated PMT frames
+    # within a few %, at ~3 GB/s per core (zstd + byte shuffle: 150-250 MB/s), so ingest is
+    # bound by I/O, not compression (benchmarks/bench_ingest.py, benchmarks/README.md).
+    compressor: str = "lz4"  # Blosc codec: zstd, lz4, lz4hc, zlib, blosclz
+    clevel: int = 5
+    shuffle: str = "auto"  # auto: bit shuffle; or shuffle, bitshuffle, noshuffle
     nfiles: int | None = None  # only the first N files of each set (test mode)
 
 

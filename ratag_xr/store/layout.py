@@ -101,10 +101,11 @@ def slots_for(n_frames: int, chunk: int) -> int:
 
 
 def blosc_codec(compressor: str, clevel: int, shuffle: str, dtype) -> BloscCodec:
-    """The Blosc codec for raw codes; ``shuffle='auto'`` picks by code width."""
+    """The Blosc codec for raw codes; ``shuffle='auto'`` is bit shuffle (noise-dominated
+    codes keep their high bits constant: bit planes compress, bytes barely)."""
     itemsize = np.dtype(dtype).itemsize
     if shuffle == "auto":
-        mode = BloscShuffle.bitshuffle if itemsize == 1 else BloscShuffle.shuffle
+        mode = BloscShuffle.bitshuffle
     else:
         mode = BloscShuffle(shuffle)
     return BloscCodec(cname=compressor, clevel=clevel, shuffle=mode, typesize=itemsize)
