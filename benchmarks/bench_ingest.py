@@ -17,6 +17,7 @@ int16 and with int8 codes (>= 1 GB each by default), then measures in the same p
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import tempfile
 import threading
@@ -32,7 +33,7 @@ def simulate(root: Path, dtype: str, gb: float):
 
     frame_bytes = 190_000 * np.dtype(dtype).itemsize
     frames_per_file = 200
-    files = max(1, round(gb * 1e9 / frame_bytes / frames_per_file / 4))
+    files = max(1, math.ceil(gb * 1e9 / frame_bytes / frames_per_file / 4))
     config = SimConfig(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.0,
                        dtype=dtype, files_per_set=files, frames_per_file=frames_per_file,
                        sets=((200, 1700), (300, 1800), (400, 1900), (500, 2000)),

@@ -29,6 +29,7 @@ class Run:
     client: object | None = None  # a distributed.Client, or None for a temporary local one
     nfiles: int | None = None  # test mode: first N files of each set
     force: bool = False  # recompute stages even when their lineage is unchanged
+    progress: bool = True  # progress bars (stderr) on the passes over the waveforms
 
     @property
     def run_id(self) -> str:
@@ -94,3 +95,20 @@ def lineage(run: Run, stage: str, sections: tuple[str, ...], upstream: dict | No
     text = json.dumps(body, sort_keys=True, default=str)
     body["hash"] = hashlib.sha256(text.encode()).hexdigest()
     return body
+
+
+def persist_with_progress(client, collection, label: str, show: bool = True):
+    """Start ``collection`` on the cluster, show a bar of its chunks finishing (stderr),
+    and return it persisted (results stay on the workers)."""
+    persisted = client.persist(collection)
+    if show:
+        import sys
+
+        from distributed import as_completed, futures_of
+        from tqdm.auto import tqdm
+
+        futures = futures_of(persisted)
+        for _ in tqdm(as_completed(futures, loop=client.loop), total=len(futures), desc=label,
+                      unit="chunk", file=sys.stderr, leave=False):
+            pass
+    return persisted

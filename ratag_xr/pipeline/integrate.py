@@ -14,7 +14,7 @@ import xarray as xr
 
 from ratag_xr.cluster import managed_client
 from ratag_xr.physics.fit import fit_gaussian_hist, robust_range_hist
-from ratag_xr.pipeline.context import lineage, open_analysis
+from ratag_xr.pipeline.context import lineage, open_analysis, persist_with_progress
 from ratag_xr.pipeline.frames import analysis_nodes, map_features
 from ratag_xr.pipeline.prepare import prepare_run
 from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
@@ -149,7 +149,8 @@ def _integrate(run, prep, use_estimated, lin, cl) -> xr.Dataset:
                                              "ma_window": p.ma_window,
                                              "bs_threshold": params.bs_threshold},
                         per_set=windows, per_set_names=("s2_window_start", "s2_window_end"))
-    lazy = cl.persist(lazy)  # per-frame areas stay on the workers
+    # per-frame areas stay on the workers
+    lazy = persist_with_progress(cl, lazy, "integrate: pass 2 over the frames", run.progress)
     with dask.config.set(scheduler=cl):
         sets = windows.merge(_fit_table(lazy.s2_area, lazy.valid, list(windows.set.values),
                                         params))

@@ -15,7 +15,7 @@ from ratag_xr.cluster import managed_client
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
-from ratag_xr.pipeline.context import Run, lineage, open_analysis
+from ratag_xr.pipeline.context import Run, lineage, open_analysis, persist_with_progress
 from ratag_xr.pipeline.frames import analysis_nodes, map_features, set_order
 from ratag_xr.pipeline.results import load_stage, save_stage, stage_is_current
 from ratag_xr.store import ingest, store_state
@@ -185,6 +185,7 @@ def prepare_run(run, estimate_s2_windows: bool = True, nfiles: int | None = None
         sets = sets.merge(_s1_table(batches, sets.set.values, run.config.prepare))
         lazy = map_features(nodes, "pass1", _pass1_params(run), per_set=sets,
                             per_set_names=("t_s1", "time_drift"))
+        lazy = persist_with_progress(cl, lazy, "prepare: pass 1 over the frames", run.progress)
         frames = cl.compute(lazy).result()
         if estimate_s2_windows:
             sets = sets.merge(_window_table(frames, run.config.prepare))

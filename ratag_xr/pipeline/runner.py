@@ -28,6 +28,7 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
     from ratag_xr.store import ingest
 
     run = open_analysis(target, out=out, config=config, nfiles=nfiles, force=force)
+    run.progress = progress
     stages = tuple(stages or STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
