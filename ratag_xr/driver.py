@@ -36,8 +36,14 @@ class KernelRef:
 
     @classmethod
     def wrap(cls, kernel):
-        """A KernelRef if ``kernel`` is importable as module.name, else the kernel itself."""
+        """A KernelRef if ``kernel`` is importable as module.name, else the kernel itself.
+
+        A kernel defined in ``__main__`` (a notebook, a script) is "importable" here but not
+        on a worker, whose ``__main__`` is another program: it travels by value.
+        """
         module, name = getattr(kernel, "__module__", None), getattr(kernel, "__name__", None)
+        if module in ("__main__", "__mp_main__"):
+            return kernel
         try:
             found = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError, TypeError, ValueError):

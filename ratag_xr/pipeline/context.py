@@ -105,7 +105,7 @@ def persist_with_progress(client, collection, label: str, show: bool = True):
         import sys
 
         from distributed import as_completed, futures_of
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         futures = futures_of(persisted)
         for _ in tqdm(as_completed(futures, loop=client.loop), total=len(futures), desc=label,

@@ -125,7 +125,7 @@ def _progress_sink(progress, total: int):
     if not progress:
         return None, lambda: None
     if progress is True:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=total, unit="frame", desc="simulate")
         return bar.update, bar.close

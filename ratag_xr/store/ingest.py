@@ -260,7 +260,7 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
                             key=f"ingest-{task.set_name}-{task.path.name}")
             futures[fut] = task
         from distributed import as_completed
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), unit="file", desc="ingest", disable=not progress)
         for fut in as_completed(futures, loop=cl.loop):
