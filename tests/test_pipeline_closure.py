@@ -180,3 +180,12 @@ def test_longitudinal_diffusion_closure(tmp_path, client):
     assert abs(float(run.D_L) - truth["D_L"]) <= 3 * float(run.D_L_err)
     assert abs(float(run.sigma0_sq) - truth["sigma0_sq"]) <= 3 * float(run.sigma0_sq_err)
     assert float(run.D_L_err) < 0.2 * truth["D_L"]  # the test has power: a 20 % measurement
+
+
+def test_every_result_variable_has_units(closure):
+    _, res, _, _ = closure
+    for part in (res.sets, res.frames, res.run):
+        for name, var in part.variables.items():
+            if name in ("set", "frame") or var.dtype.kind == "M":
+                continue  # labels; datetimes carry their unit in the dtype
+            assert "units" in var.attrs and "long_name" in var.attrs, name

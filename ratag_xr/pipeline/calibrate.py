@@ -14,7 +14,7 @@ from ratag_xr.errors import StoreError
 from ratag_xr.physics.calibration import recombination, xray_calibration
 from ratag_xr.physics.diffusion import fit_diffusion, sigma2_error_from_n
 from ratag_xr.physics.fit import fit_gaussian_hist
-from ratag_xr.pipeline.context import lineage, open_analysis
+from ratag_xr.pipeline.context import lineage, open_analysis, with_units
 from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
 
 RUN_UNITS = {
@@ -49,9 +49,7 @@ SET_UNITS = {
 
 
 def _attrs(ds: xr.Dataset, table: dict) -> xr.Dataset:
-    for name, (unit, long_name) in table.items():
-        if name in ds:
-            ds[name].attrs = {"units": unit, "long_name": long_name}
+    with_units(ds, table)
     for base in ("N_e_meas", "r", "norm_A_ion"):
         unit = table.get(base, ("1", ""))[0]
         for suffix, what in (("_err", "ion and X-ray fits"), ("_err_ion", "ion fit only")):

@@ -112,3 +112,12 @@ def persist_with_progress(client, collection, label: str, show: bool = True):
                       unit="chunk", file=sys.stderr, leave=False):
             pass
     return persisted
+
+
+def with_units(ds, table: dict):
+    """Set ``units`` and ``long_name`` of the variables of ``ds`` listed in ``table``
+    (name -> (units, long_name)); returns ``ds``."""
+    for name, (unit, long_name) in table.items():
+        if name in ds.variables:
+            ds[name].attrs.update(units=unit, long_name=long_name)
+    return ds

@@ -14,7 +14,12 @@ import xarray as xr
 
 from ratag_xr.cluster import managed_client
 from ratag_xr.physics.fit import fit_gaussian_hist, robust_range_hist
-from ratag_xr.pipeline.context import lineage, open_analysis, persist_with_progress
+from ratag_xr.pipeline.context import (
+    lineage,
+    open_analysis,
+    persist_with_progress,
+    with_units,
+)
 from ratag_xr.pipeline.frames import analysis_nodes, map_features
 from ratag_xr.pipeline.prepare import prepare_run
 from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
@@ -52,10 +57,7 @@ def integration_windows(prep: xr.Dataset, params, use_estimated: bool) -> xr.Dat
     ds = xr.Dataset({"s2_window_start": start, "s2_window_end": end,
                      "s2_window_estimated": estimated})
     ds = ds.drop_vars([c for c in ds.coords if c != "set"])
-    for name, (unit, long_name) in INTEGRATE_UNITS.items():
-        if name in ds:
-            ds[name].attrs = {"units": unit, "long_name": long_name}
-    return ds
+    return with_units(ds, INTEGRATE_UNITS)
 
 
 def _ranges(areas: xr.DataArray, names, params) -> dict[str, tuple[float, float, int]]:
@@ -110,10 +112,7 @@ def _fit_table(areas: xr.DataArray, valid: xr.DataArray, names, params) -> xr.Da
                     coords={"set": list(names)})
     ds["s2_area_hist"] = (("set", "bin"), hist)
     ds["s2_area_hist_edges"] = (("set", "bin_edge"), edges)
-    for name, (unit, long_name) in INTEGRATE_UNITS.items():
-        if name in ds:
-            ds[name].attrs = {"units": unit, "long_name": long_name}
-    return ds
+    return with_units(ds, INTEGRATE_UNITS)
 
 
 def run_ion_integration(run, use_estimated_s2_windows: bool = True, flag_plot: bool = True, *,

@@ -15,7 +15,13 @@ from ratag_xr.cluster import managed_client
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
-from ratag_xr.pipeline.context import Run, lineage, open_analysis, persist_with_progress
+from ratag_xr.pipeline.context import (
+    Run,
+    lineage,
+    open_analysis,
+    persist_with_progress,
+    with_units,
+)
 from ratag_xr.pipeline.frames import analysis_nodes, map_features, set_order
 from ratag_xr.pipeline.results import load_stage, save_stage, stage_is_current
 from ratag_xr.store import ingest, store_state
@@ -50,10 +56,7 @@ PREPARE_UNITS = {
 def _labeled(values: dict, set_names, units: dict) -> xr.Dataset:
     ds = xr.Dataset({k: ("set", np.asarray(v)) for k, v in values.items()},
                     coords={"set": list(set_names)})
-    for name, (unit, long_name) in units.items():
-        if name in ds:
-            ds[name].attrs.update(units=unit, long_name=long_name)
-    return ds
+    return with_units(ds, units)
 
 
 def transport_table(store, run: Run) -> xr.Dataset:
