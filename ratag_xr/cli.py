@@ -95,12 +95,32 @@ def _stage_command(stage):
     return command
 
 
+_SIM_OPTIONS = {  # CLI option -> SimConfig field
+    "seed": "seed", "run_name": "run_name", "files_per_set": "files_per_set",
+    "frames_per_file": "frames_per_file", "sampling_rate": "sampling_rate_gs",
+    "record_start": "record_start_us", "record_end": "record_end_us", "dtype": "dtype",
+    "pressure": "pressure_bar", "temperature": "temperature_k",
+    "xray_fraction": "xray_fraction",
+}
+
+
+def _parse_sets(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((int(g), int(a)) for g, a in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise RatagError(f"--sets {text!r}: expected GATE:ANODE[,GATE:ANODE...], "
+                         "e.g. 100:1600,200:1700") from None
+
+
 def cmd_simulate(args) -> int:
     from ratag_xr.simulate import simulate_run
 
-    overrides = {k: v for k, v in {"seed": args.seed}.items() if v is not None}
-    run_dir = simulate_run(args.out_dir, **overrides)
-    print(f"simulated run written to {run_dir}")
+    overrides = {field: getattr(args, opt) for opt, field in _SIM_OPTIONS.items()
+                 if getattr(args, opt) is not None}
+    if args.sets:
+        overrides["sets"] = _parse_sets(args.sets)
+    run_dir = simulate_run(args.out_dir, progress=not args.quiet, **overrides)
+    print(f"simulated run written to {run_dir} (ground truth: {run_dir / 'truth.json'})")
     return 0
 
 
@@ -153,7 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a simulated run with its ground truth")
     p.add_argument("out_dir", help="folder to create the run in")
-    p.add_argument("--seed", type=int, help="random seed (default: the simulator's)")
+    p.add_argument("--seed", type=int, help="random seed (default: 1)")
+    p.add_argument("--run-name", help="run folder name (default: RUN1)")
+    p.add_argument("--sets", help="GATE:ANODE voltages per set, e.g. 100:1600,200:1700")
+    p.add_argument("--files-per-set", type=int)
+    p.add_argument("--frames-per-file", type=int)
+    p.add_argument("--sampling-rate", type=float, help="GS/s (default 2; real data: 5)")
+    p.add_argument("--record-start", type=float, help="first sample time, µs (default -3)")
+    p.add_argument("--record-end", type=float, help="end of the record, µs (default 30)")
+    p.add_argument("--dtype", choices=("int8", "int16"), help="raw code type (default int8)")
+    p.add_argument("--pressure", type=float, help="bar (default 2.0)")
+    p.add_argument("--temperature", type=float, help="K (default 293)")
+    p.add_argument("--xray-fraction", type=float, help="frames with an X-ray (default 0.2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulate a small run and analyse it into every output")
