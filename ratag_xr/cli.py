@@ -52,6 +52,7 @@ def cmd_ingest(args) -> int:
 
 
 def _pipeline(args, stages) -> int:
+    from ratag_xr.cluster import close_client
     from ratag_xr.pipeline import load_results, run_pipeline
     from ratag_xr.pipeline.runner import run_failed, summary_table
 
@@ -66,10 +67,7 @@ def _pipeline(args, stages) -> int:
                            progress=not args.quiet)
     finally:
         if client is not None:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
         return 0
     results = load_results(run.out)

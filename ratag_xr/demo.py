@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ratag_xr.cluster import close_client
 from ratag_xr.pipeline import load_results, run_pipeline
 from ratag_xr.pipeline.runner import run_failed, summary_table
 from ratag_xr.simulate import SimConfig, simulate_run
@@ -72,10 +73,7 @@ def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG) ->
         run_pipeline(run_dir, client=client, progress=sys.stderr.isatty())
     finally:
         if client is not None:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     t2 = time.perf_counter()
     results = load_results(run_dir)
     truth = json.loads((run_dir / "truth.json").read_text())
