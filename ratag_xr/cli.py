@@ -14,17 +14,22 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument("--cluster", default=None,
                    help="local (default), slurm, pbs, or a scheduler address tcp://host:port")
-    g.add_argument("--workers", type=int, default=None, help="local workers (default: cores)")
-    g.add_argument("--threads", type=int, default=None, help="threads per local worker")
-    g.add_argument("--memory", default=None, help="memory limit per local worker, e.g. 4GiB")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker processes (local: default one per core; slurm/pbs: per job)")
+    g.add_argument("--threads", type=int, default=None, help="threads per worker")
+    g.add_argument("--memory", default=None, help="memory limit per worker, e.g. 4GiB")
     g.add_argument("--jobs", type=int, default=None, help="batch jobs for slurm/pbs")
 
 
-def _client(args):
+def _client(args, config: Config | None = None):
+    """A client from the command-line options, falling back key by key on the run
+    config's ``cluster`` section."""
     from ratag_xr.cluster import make_client
 
-    return make_client(args.cluster, workers=args.workers, threads=args.threads,
-                       memory=args.memory, jobs=args.jobs)
+    c = (config or Config()).cluster
+    pick = {k: getattr(args, k) if getattr(args, k) is not None else getattr(c, k)
+            for k in ("workers", "threads", "memory", "jobs")}
+    return make_client(args.cluster or c.spec, **pick)
 
 
 def _run_and_config(target: str) -> tuple[Path, Config]:
@@ -44,7 +49,7 @@ def cmd_ingest(args) -> int:
 
     run_dir, config = _run_and_config(args.run)
     store = Path(args.out) if args.out else default_store(run_dir)
-    with managed_client(_client(args)) as client:
+    with managed_client(_client(args, config)) as client:
         summary = ingest(run_dir, store, config=config, nfiles=args.nfiles,
                          rebuild=args.rebuild, client=client, progress=not args.quiet)
     print(summary)
@@ -57,10 +62,10 @@ def _pipeline(args, stages) -> int:
     from ratag_xr.pipeline.runner import run_failed, summary_table
 
     run_dir, config = _run_and_config(args.run)
-    spec = args.cluster
     client = None
-    if any(v is not None for v in (spec, args.workers, args.threads, args.memory, args.jobs)):
-        client = _client(args)
+    if any(v is not None for v in (args.cluster, args.workers, args.threads, args.memory,
+                                   args.jobs)):
+        client = _client(args, config)
     try:
         run = run_pipeline(run_dir, out=args.out, config=config, client=client,
                            nfiles=args.nfiles, stages=stages, force=args.force,

@@ -15,7 +15,7 @@ from ratag_xr.physics.calibration import recombination, xray_calibration
 from ratag_xr.physics.diffusion import fit_diffusion, sigma2_error_from_n
 from ratag_xr.physics.fit import fit_gaussian_hist
 from ratag_xr.pipeline.context import lineage, open_analysis, with_units
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
+from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
 
 RUN_UNITS = {
     "A_x_mean": ("mV·µs", "fitted mean X-ray S2 area"),
@@ -138,15 +138,16 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
         upstream["integrate"] = _lineage_of(run.results, "integrate")
     lin = lineage(run, "calibrate", ("run", "calibrate"), upstream=upstream)
     with managed_client(run.client) as cl:
-        if not run.force and stage_is_current(run.results, "calibrate", lin):
+        if run.reuse("calibrate", lin):
             run_ds = load_stage(run.results, "calibrate", "run")
             sets = load_stage(run.results, "calibrate", "sets")
         else:
             run_ds, sets = calibrate(ion, prep, frames, run.config.run, run.config.calibrate, cl)
             run_ds.attrs["run_id"] = sets.attrs["run_id"] = run.run_id
             save_stage(run.results, "calibrate", lin, client=cl, run=run_ds, sets=sets)
+            run.computed.add("calibrate")
         if flag_plot and save_plots:
             from ratag_xr.pipeline.outputs import save_run_plots
 
-            save_run_plots(run)
+            save_run_plots(run, cl)
     return run_ds, sets

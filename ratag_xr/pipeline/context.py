@@ -30,6 +30,16 @@ class Run:
     nfiles: int | None = None  # test mode: first N files of each set
     force: bool = False  # recompute stages even when their lineage is unchanged
     progress: bool = True  # progress bars (stderr) on the passes over the waveforms
+    computed: set = field(default_factory=set)  # stages computed by this handle (force once)
+
+    def reuse(self, stage: str, lineage: dict) -> bool:
+        """True when ``stage`` is stored with this lineage and need not be recomputed:
+        ``force`` redoes a stage once per handle, not every time a later stage needs it."""
+        from ratag_xr.pipeline.results import stage_is_current
+
+        if self.force and stage not in self.computed:
+            return False
+        return stage_is_current(self.results, stage, lineage)
 
     @property
     def run_id(self) -> str:

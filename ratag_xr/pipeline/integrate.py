@@ -22,7 +22,7 @@ from ratag_xr.pipeline.context import (
 )
 from ratag_xr.pipeline.frames import analysis_nodes, map_features
 from ratag_xr.pipeline.prepare import prepare_run
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
+from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
 
 INTEGRATE_UNITS = {
     "s2_window_start": ("µs", "start of the integrated S2 window"),
@@ -129,7 +129,7 @@ def run_ion_integration(run, use_estimated_s2_windows: bool = True, flag_plot: b
         lin = lineage(run, "integrate", ("integrate",),
                       upstream={"prepare": _lineage_of(run.results, "prepare")})
         lin["use_estimated_s2_windows"] = use_estimated_s2_windows
-        if not run.force and stage_is_current(run.results, "integrate", lin):
+        if run.reuse("integrate", lin):
             sets = load_stage(run.results, "integrate", "sets")
         else:
             sets = _integrate(run, prep, use_estimated_s2_windows, lin, cl)
@@ -155,4 +155,5 @@ def _integrate(run, prep, use_estimated, lin, cl) -> xr.Dataset:
                                         params))
     sets.attrs.update(run_id=run.run_id)
     save_stage(run.results, "integrate", lin, client=cl, sets=sets, frames=lazy)
+    run.computed.add("integrate")
     return sets

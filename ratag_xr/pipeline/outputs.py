@@ -7,6 +7,7 @@ lineage it exported in the results store, so a rerun with unchanged stages skips
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zlib
@@ -100,39 +101,63 @@ def validation_frames(run: Run, set_name: str, n: int = N_VALIDATION_FRAMES) -> 
     return frames
 
 
-def save_integration_plots(run: Run, client=None) -> list[Path]:
-    """Per-set S2 histograms and waveform validation figures, and S2 area vs drift field."""
-    results = _merged(run)
-    sets, folder = results.sets, run.plots_dir
+def _set_figures(run: Run, name: str) -> list[Path]:
+    """The two figures of one set (a task: runs on a worker when there is a cluster)."""
+    sets = _merged(run).sets
+    folder = run.plots_dir
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in (str(s) for s in sets.set.values):
-        fig = plots.plot_s2_histogram(sets, name, run.run_id,
-                                      exclude_index=run.config.integrate.exclude_index)
-        paths.append(atomic_save_figure(folder / f"{name}_s2_histogram.png", fig))
-        if int(sets.n_frames.sel(set=name)) > 0:
-            fig = plots.plot_waveform_validation(validation_frames(run, name),
-                                                 sets.sel(set=name), run.run_id)
-            paths.append(atomic_save_figure(folder / f"{name}_waveform_validation.png", fig))
-    fig = plots.plot_s2_vs_drift(sets, run.run_id)
-    paths.append(atomic_save_figure(folder / f"{run.run_id}_s2_vs_drift.png", fig))
+    fig = plots.plot_s2_histogram(sets, name, run.run_id,
+                                  exclude_index=run.config.integrate.exclude_index)
+    paths = [atomic_save_figure(folder / f"{name}_s2_histogram.png", fig)]
+    if int(sets.n_frames.sel(set=name)) > 0:
+        fig = plots.plot_waveform_validation(validation_frames(run, name), sets.sel(set=name),
+                                             run.run_id)
+        paths.append(atomic_save_figure(folder / f"{name}_waveform_validation.png", fig))
     return paths
 
 
-def save_run_plots(run: Run) -> list[Path]:
-    """Combined X-ray histogram, normalised S2 vs drift, diffusion and recombination."""
+def _run_figure(run: Run, kind: str) -> list[Path]:
+    """One run-level figure (a task)."""
     results = _merged(run)
-    sets, rds, folder = results.sets, results.run, run.plots_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "xray_histogram": plots.plot_xray_histogram(
+    sets, rds = results.sets, results.run
+    make = {
+        "s2_vs_drift": lambda: plots.plot_s2_vs_drift(sets, run.run_id),
+        "xray_histogram": lambda: plots.plot_xray_histogram(
             rds, run.run_id, exclude_index=run.config.calibrate.xray_exclude_index),
-        "s2_vs_drift_normalized": plots.plot_s2_vs_drift(sets, run.run_id, normalized=True),
-        "diffusion_analysis": plots.plot_diffusion(sets, rds, run.run_id),
-        "recombination": plots.plot_recombination(sets, run.run_id),
-    }
-    return [atomic_save_figure(folder / f"{run.run_id}_{kind}.png", fig)
-            for kind, fig in figures.items()]
+        "s2_vs_drift_normalized": lambda: plots.plot_s2_vs_drift(sets, run.run_id,
+                                                                 normalized=True),
+        "diffusion_analysis": lambda: plots.plot_diffusion(sets, rds, run.run_id),
+        "recombination": lambda: plots.plot_recombination(sets, run.run_id),
+    }[kind]
+    run.plots_dir.mkdir(parents=True, exist_ok=True)
+    return [atomic_save_figure(run.plots_dir / f"{run.run_id}_{kind}.png", make())]
+
+
+INTEGRATION_FIGURES = ("s2_vs_drift",)
+RUN_FIGURES = ("xray_histogram", "s2_vs_drift_normalized", "diffusion_analysis",
+               "recombination")
+
+
+def _render(run: Run, jobs: list[tuple], client=None) -> list[Path]:
+    """Render figure jobs ``(function, argument)``; one Dask task each on a cluster (the
+    waveform figures draw ~2 million points each: serial rendering dominated a run)."""
+    if client is None:
+        return [p for fn, arg in jobs for p in fn(run, arg)]
+    portable = dataclasses.replace(run, client=None)
+    futures = [client.submit(fn, portable, arg, pure=False) for fn, arg in jobs]
+    return [p for paths in client.gather(futures) for p in paths]
+
+
+def save_integration_plots(run: Run, client=None) -> list[Path]:
+    """Per-set S2 histograms and waveform validation figures, and S2 area vs drift field."""
+    names = [str(s) for s in _merged(run).sets.set.values]
+    jobs = [(_set_figures, n) for n in names] + [(_run_figure, k) for k in INTEGRATION_FIGURES]
+    return _render(run, jobs, client)
+
+
+def save_run_plots(run: Run, client=None) -> list[Path]:
+    """Combined X-ray histogram, normalised S2 vs drift, diffusion and recombination."""
+    return _render(run, [(_run_figure, k) for k in RUN_FIGURES], client)
 
 
 def plot_outputs(run: Run, client=None) -> list[Path]:
@@ -141,12 +166,15 @@ def plot_outputs(run: Run, client=None) -> list[Path]:
     _clean_outputs(run, results.sets.set.values)
     lineage = output_lineage(run, results)
     root = zarr.open_group(store=str(run.results), mode="a")
-    expected = [run.plots_dir / f"{run.run_id}_{kind}.png" for kind in (
-        "xray_histogram", "s2_vs_drift", "s2_vs_drift_normalized", "diffusion_analysis")]
+    expected = [run.plots_dir / f"{run.run_id}_{kind}.png"
+                for kind in INTEGRATION_FIGURES + RUN_FIGURES]
     expected += [run.plots_dir / f"{n}_s2_histogram.png" for n in results.sets.set.values]
     if not run.force and root.attrs.get("plotted", {}).get("hash") == lineage["hash"] \
             and all(p.exists() for p in expected):
         return []
-    paths = save_integration_plots(run, client) + save_run_plots(run)
+    names = [str(s) for s in results.sets.set.values]
+    jobs = ([(_set_figures, n) for n in names]
+            + [(_run_figure, k) for k in INTEGRATION_FIGURES + RUN_FIGURES])
+    paths = _render(run, jobs, client)
     root.attrs["plotted"] = {"hash": lineage["hash"]}
     return paths

@@ -23,7 +23,7 @@ from ratag_xr.pipeline.context import (
     with_units,
 )
 from ratag_xr.pipeline.frames import analysis_nodes, map_features, set_order
-from ratag_xr.pipeline.results import load_stage, save_stage, stage_is_current
+from ratag_xr.pipeline.results import load_stage, save_stage
 from ratag_xr.store import ingest, store_state
 
 TRANSPORT_UNITS = {
@@ -179,7 +179,7 @@ def prepare_run(run, estimate_s2_windows: bool = True, nfiles: int | None = None
         ingest(run.run_dir, run.store, config=run.config, nfiles=run.nfiles, client=cl)
         lin = lineage(run, "prepare", ("run", "prepare", "xray"))
         lin["estimate_s2_windows"] = estimate_s2_windows
-        if not run.force and stage_is_current(run.results, "prepare", lin):
+        if run.reuse("prepare", lin):
             return load_stage(run.results, "prepare", "sets")
         sets = transport_table(run.store, run)
         nodes = analysis_nodes(run.store, run.nfiles)
@@ -196,4 +196,5 @@ def prepare_run(run, estimate_s2_windows: bool = True, nfiles: int | None = None
                           pressure=run.config.run.pressure,
                           temperature=run.config.run.temperature)
         save_stage(run.results, "prepare", lin, sets=sets, frames=frames)
+        run.computed.add("prepare")
     return sets

@@ -38,7 +38,6 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
     with managed_client(spec, workers=cluster.workers, threads=cluster.threads,
                         memory=cluster.memory, jobs=cluster.jobs) as cl:
         run.client = cl
-        _say(f"Dask dashboard: {cl.dashboard_link}")
         if "ingest" in stages:
             _say(str(ingest(run.run_dir, run.store, config=run.config, nfiles=run.nfiles,
                             client=cl, progress=progress)))

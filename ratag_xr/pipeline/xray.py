@@ -13,7 +13,7 @@ from ratag_xr.cluster import managed_client
 from ratag_xr.kernels.pass1 import XRAY_CODE_MEANINGS
 from ratag_xr.pipeline.context import lineage, open_analysis
 from ratag_xr.pipeline.prepare import prepare_run
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage, stage_is_current
+from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
 
 COUNT_NAMES = {
     "accepted": "n_xray_accepted",
@@ -55,10 +55,11 @@ def run_xray_classification(run, *, out=None, config=None, client=None,
         run.client = cl
         prepare_run(run)
         lin = lineage(run, "xray", (), upstream={"prepare": _lineage_of(run.results, "prepare")})
-        if not run.force and stage_is_current(run.results, "xray", lin):
+        if run.reuse("xray", lin):
             return load_stage(run.results, "xray", "sets")
         frames = load_stage(run.results, "prepare", "frames")
         sets = xray_counts(frames)
         sets.attrs.update(run_id=run.run_id)
         save_stage(run.results, "xray", lin, client=cl, sets=sets)
+        run.computed.add("xray")
     return sets
