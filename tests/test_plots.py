@@ -239,3 +239,22 @@ def test_save_plots_writes_every_png_at_150_dpi(tmp_path, results):
         assert int.from_bytes(phys[4:8], "big") == 5906 and phys[8] == 1
         width = int.from_bytes(chunks[b"IHDR"][0:4], "big")
         assert width in (1125, 1800, 2250)  # 7.5, 12 or 15 inches at 150 dpi
+
+
+def test_min_max_envelope_keeps_every_extreme():
+    from ratag_xr.plots.per_set import min_max_envelope
+
+    rng = np.random.default_rng(1)
+    t = np.arange(190_000) * 2e-4
+    y = rng.normal(size=t.size)
+    y[[12_345, 150_001]] = [40.0, -30.0]  # single-sample pulses must survive
+    t_env, y_env = min_max_envelope(t, y, columns=2000)
+    assert len(y_env) == 4000
+    assert y_env.max() == 40.0 and y_env.min() == -30.0
+    assert np.all(np.diff(t_env) >= 0)  # still a time-ordered line
+    k = t.size // 2000
+    for c in (0, 617, 1999):  # each column's extremes equal the full trace's
+        block = y[c * k:(c + 1) * k]
+        assert set(y_env[2 * c: 2 * c + 2]) == {block.min(), block.max()}
+    short_t, short_y = min_max_envelope(t[:100], y[:100])
+    np.testing.assert_array_equal(short_y, y[:100])

@@ -101,9 +101,9 @@ def validation_frames(run: Run, set_name: str, n: int = N_VALIDATION_FRAMES) -> 
     return frames
 
 
-def _set_figures(run: Run, name: str) -> list[Path]:
+def _set_figures(run: Run, name: str, results: Results) -> list[Path]:
     """The two figures of one set (a task: runs on a worker when there is a cluster)."""
-    sets = _merged(run).sets
+    sets = results.sets
     folder = run.plots_dir
     folder.mkdir(parents=True, exist_ok=True)
     fig = plots.plot_s2_histogram(sets, name, run.run_id,
@@ -116,9 +116,8 @@ def _set_figures(run: Run, name: str) -> list[Path]:
     return paths
 
 
-def _run_figure(run: Run, kind: str) -> list[Path]:
+def _run_figure(run: Run, kind: str, results: Results) -> list[Path]:
     """One run-level figure (a task)."""
-    results = _merged(run)
     sets, rds = results.sets, results.run
     make = {
         "s2_vs_drift": lambda: plots.plot_s2_vs_drift(sets, run.run_id),
@@ -139,12 +138,17 @@ RUN_FIGURES = ("xray_histogram", "s2_vs_drift_normalized", "diffusion_analysis",
 
 
 def _render(run: Run, jobs: list[tuple], client=None) -> list[Path]:
-    """Render figure jobs ``(function, argument)``; one Dask task each on a cluster (the
-    waveform figures draw ~2 million points each: serial rendering dominated a run)."""
+    """Render figure jobs ``(function, argument)``, one Dask task each on a cluster:
+    matplotlib is serial, and rendering on the driver alone capped the run's scaling.
+    The (small) per-set and per-run results are loaded once and shipped to the tasks."""
+    results = _merged(run)
+    results = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
+                      lineage=results.lineage)
     if client is None:
-        return [p for fn, arg in jobs for p in fn(run, arg)]
+        return [p for fn, arg in jobs for p in fn(run, arg, results)]
     portable = dataclasses.replace(run, client=None)
-    futures = [client.submit(fn, portable, arg, pure=False) for fn, arg in jobs]
+    shared = client.scatter(results, broadcast=True)
+    futures = [client.submit(fn, portable, arg, shared, pure=False) for fn, arg in jobs]
     return [p for paths in client.gather(futures) for p in paths]
 
 
