@@ -15,7 +15,7 @@ from ratag_xr.physics.calibration import recombination, xray_calibration
 from ratag_xr.physics.diffusion import fit_diffusion, sigma2_error_from_n
 from ratag_xr.physics.fit import fit_gaussian_hist
 from ratag_xr.pipeline.context import lineage, open_analysis, with_units
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
+from ratag_xr.pipeline.results import load_stage, save_stage, stored_lineage
 
 RUN_UNITS = {
     "A_x_mean": ("mV·µs", "fitted mean X-ray S2 area"),
@@ -133,9 +133,9 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
     if prep is None or frames is None or ion is None:
         raise StoreError(f"{run.results}: no prepared and integrated results; run "
                          "prepare_run and run_ion_integration (ratag-xr run) first")
-    upstream = {"prepare": _lineage_of(run.results, "prepare")}
+    upstream = {"prepare": stored_lineage(run.results, "prepare")}
     if ion_fitted_areas is None:
-        upstream["integrate"] = _lineage_of(run.results, "integrate")
+        upstream["integrate"] = stored_lineage(run.results, "integrate")
     lin = lineage(run, "calibrate", ("run", "calibrate"), upstream=upstream)
     with managed_client(run.client) as cl:
         if run.reuse("calibrate", lin):

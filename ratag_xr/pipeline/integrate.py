@@ -22,7 +22,7 @@ from ratag_xr.pipeline.context import (
 )
 from ratag_xr.pipeline.frames import analysis_nodes, map_features
 from ratag_xr.pipeline.prepare import prepare_run
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
+from ratag_xr.pipeline.results import load_stage, save_stage, stored_lineage
 
 INTEGRATE_UNITS = {
     "s2_window_start": ("µs", "start of the integrated S2 window"),
@@ -127,7 +127,7 @@ def run_ion_integration(run, use_estimated_s2_windows: bool = True, flag_plot: b
         run.client = cl
         prep = prepare_run(run)
         lin = lineage(run, "integrate", ("integrate",),
-                      upstream={"prepare": _lineage_of(run.results, "prepare")})
+                      upstream={"prepare": stored_lineage(run.results, "prepare")})
         lin["use_estimated_s2_windows"] = use_estimated_s2_windows
         if run.reuse("integrate", lin):
             sets = load_stage(run.results, "integrate", "sets")

@@ -27,10 +27,6 @@ from ratag_xr.store import open_set, store_state
 N_VALIDATION_FRAMES = 10
 
 
-def _merged(run: Run) -> Results:
-    return load_results(run.out)
-
-
 def output_lineage(run: Run, results: Results) -> dict:
     """Lineage written into every JSON: config, versions, stage hashes, manifest hash."""
     stages = {name: lin["hash"] for name, lin in results.lineage.items()}
@@ -69,7 +65,7 @@ def _clean_outputs(run: Run, names) -> None:
 
 def export_outputs(run: Run) -> list[Path]:
     """Write every §10 data file; skipped when the exported lineage is unchanged."""
-    results = _merged(run)
+    results = load_results(run.out)
     _clean_outputs(run, results.sets.set.values)
     lineage = output_lineage(run, results)
     root = zarr.open_group(store=str(run.results), mode="a")
@@ -141,7 +137,7 @@ def _render(run: Run, jobs: list[tuple], client=None) -> list[Path]:
     """Render figure jobs ``(function, argument)``, one Dask task each on a cluster:
     matplotlib is serial, and rendering on the driver alone capped the run's scaling.
     The (small) per-set and per-run results are loaded once and shipped to the tasks."""
-    results = _merged(run)
+    results = load_results(run.out)
     results = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
                       lineage=results.lineage)
     if client is None:
@@ -154,7 +150,7 @@ def _render(run: Run, jobs: list[tuple], client=None) -> list[Path]:
 
 def save_integration_plots(run: Run, client=None) -> list[Path]:
     """Per-set S2 histograms and waveform validation figures, and S2 area vs drift field."""
-    names = [str(s) for s in _merged(run).sets.set.values]
+    names = [str(s) for s in load_results(run.out).sets.set.values]
     jobs = [(_set_figures, n) for n in names] + [(_run_figure, k) for k in INTEGRATION_FIGURES]
     return _render(run, jobs, client)
 
@@ -166,7 +162,7 @@ def save_run_plots(run: Run, client=None) -> list[Path]:
 
 def plot_outputs(run: Run, client=None) -> list[Path]:
     """Every figure of §10; skipped when the plotted lineage is unchanged and all exist."""
-    results = _merged(run)
+    results = load_results(run.out)
     _clean_outputs(run, results.sets.set.values)
     lineage = output_lineage(run, results)
     root = zarr.open_group(store=str(run.results), mode="a")

@@ -22,7 +22,7 @@ STAGES = ("prepare", "integrate", "xray", "calibrate")
 PARTS = ("sets", "frames", "run")
 
 
-def _lineage_of(results: Path, stage: str) -> dict | None:
+def stored_lineage(results: Path, stage: str) -> dict | None:
     path = results / stage
     if not (path / "zarr.json").exists():
         return None
@@ -33,7 +33,7 @@ def _lineage_of(results: Path, stage: str) -> dict | None:
 
 def stage_is_current(results: Path, stage: str, lineage: dict) -> bool:
     """True when ``stage`` is stored with exactly this lineage."""
-    stored = _lineage_of(Path(results), stage)
+    stored = stored_lineage(Path(results), stage)
     return stored is not None and stored.get("hash") == lineage["hash"]
 
 
@@ -114,7 +114,7 @@ def load_results(out: str | Path) -> Results:
     merged = {part: [] for part in PARTS}
     lineages = {}
     for stage in STAGES:
-        lin = _lineage_of(results, stage)
+        lin = stored_lineage(results, stage)
         if lin is None:
             continue
         lineages[stage] = lin

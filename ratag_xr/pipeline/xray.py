@@ -13,7 +13,7 @@ from ratag_xr.cluster import managed_client
 from ratag_xr.kernels.pass1 import XRAY_CODE_MEANINGS
 from ratag_xr.pipeline.context import lineage, open_analysis
 from ratag_xr.pipeline.prepare import prepare_run
-from ratag_xr.pipeline.results import _lineage_of, load_stage, save_stage
+from ratag_xr.pipeline.results import load_stage, save_stage, stored_lineage
 
 COUNT_NAMES = {
     "accepted": "n_xray_accepted",
@@ -54,7 +54,7 @@ def run_xray_classification(run, *, out=None, config=None, client=None,
     with managed_client(run.client) as cl:
         run.client = cl
         prepare_run(run)
-        lin = lineage(run, "xray", (), upstream={"prepare": _lineage_of(run.results, "prepare")})
+        lin = lineage(run, "xray", (), upstream={"prepare": stored_lineage(run.results, "prepare")})
         if run.reuse("xray", lin):
             return load_stage(run.results, "xray", "sets")
         frames = load_stage(run.results, "prepare", "frames")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 import zarr
 
 from ratag_xr.config import Config
@@ -212,7 +211,7 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
         planner.plan_set(s)
     state.update(run_id=layout.run_id, run_dir=str(layout.run_dir.resolve()),
                  params=config.to_dict()["run"])
-    _prepare_nodes(store, state, planner.node_sizes, layout, config)
+    _prepare_nodes(store, state, planner.node_sizes, config)
     root.attrs[L.ATTRS_KEY] = state
 
     summary = IngestSummary(store=store)
@@ -224,9 +223,8 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
     return summary
 
 
-def _prepare_nodes(store: Path, state: dict, sizes: dict, layout: RunLayout, config: Config):
-    """Create new nodes, grow existing ones to the planned size, write new sets' coordinates."""
-    by_name = {s.name: s for s in layout.sets}
+def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
+    """Create new nodes, grow existing ones to the planned size, write the sets' coordinates."""
     for node, n_slots in sizes.items():
         meta = state["nodes"][node]
         key = L.AxisKey(**meta["key"])
@@ -243,9 +241,7 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, layout: RunLayout, con
                         config.run.sign)
         else:
             grow_node(store, node, len(names), n_slots)
-        params = config.run
-        write_set_coords(store, node, [(n, by_name[n] if n in by_name else None, state["sets"][n])
-                                       for n in names], key, params)
+        write_set_coords(store, node, [(n, state["sets"][n]) for n in names], key, config.run)
 
 
 def _run_tasks(store, state, tasks, manifest, summary, client, progress, report):
@@ -284,7 +280,3 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
             bar.update(1)
         bar.close()
 
-
-def open_store_group(store: str | Path) -> xr.DataTree:
-    """Internal: the raw DataTree of a store (see :func:`ratag_xr.store.open_run`)."""
-    return xr.open_datatree(str(store), engine="zarr", consolidated=False, chunks={})

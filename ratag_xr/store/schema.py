@@ -110,9 +110,9 @@ def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
 
 
 def write_set_coords(store: Path, node: str, sets: list, key: AxisKey, params: RunParams):
-    """Per-set coordinates of ``sets`` = [(name, SetLayout or None, info)] in index order."""
+    """Per-set coordinates of ``sets`` = [(name, placement info)]: voltages and fields."""
     group = zarr.open_group(store=str(store), path=node, mode="r+")
-    for name, _, info in sets:
+    for name, info in sets:
         i = info["index"]
         group["set"][i] = name
         group["gate"][i] = info["gate"]
