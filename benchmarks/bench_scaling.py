@@ -11,6 +11,11 @@ clock starts):
   plots), one at a time in order (each reuses the stored results of the stages before
   it, as one ``ratag-xr run`` does), timed stage by stage.
 
+The worker counts alternate, ``--repeat`` times (default 3, each with a fresh cluster and
+store), and the median of each phase is reported: on a shared 2-core machine single runs
+scatter by ±10 %.  "Warmed up" means the package is imported in every worker (compiled
+kernels from numba's cache, the pipeline, matplotlib), a once-per-worker cost.
+
 Speed-up S = T(1) / T(n), efficiency S / n.  While a phase runs, a thread samples the
 resident memory (RSS, psutil) of every worker process and of this (driver) process every
 0.1 s; the peak per process is reported, and so are their CPU seconds (the driver's are
@@ -18,6 +23,7 @@ the serial part: planning, graph building, reductions and fits, plots).  Raw fil
 the page cache (just written), so ingest measures decoding and compression, not the disk.
 
     python benchmarks/bench_scaling.py [--dir DIR] [--files 3] [--frames 200] [--workers 1 2]
+                                       [--repeat 3]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import importlib
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -88,10 +95,11 @@ class Probe:
 
 
 def _warm(client) -> None:
-    """Import the package and load the compiled kernels in every worker."""
+    """Import the package in every worker: the compiled kernels (numba cache), the
+    pipeline and the plotting modules (matplotlib), each paid once per worker process."""
 
     def load():
-        for name in ("ratag_xr.kernels", "ratag_xr.pipeline"):  # kernels load at import
+        for name in ("ratag_xr.kernels", "ratag_xr.pipeline", "ratag_xr.plots"):
             importlib.import_module(name)
 
     client.run(load)
@@ -121,6 +129,28 @@ def measure(run_dir: Path, out: Path, n_workers: int, memory: str) -> dict:
             "analysis": analysis}
 
 
+def median_of(repeats: list[dict]) -> dict:
+    """One measurement from repeated ones: per phase the median wall time and CPU seconds,
+    the largest peak RSS."""
+    phases = {}
+    for phase in repeats[0]["phases"]:
+        runs = [r["phases"][phase] for r in repeats]
+        phases[phase] = {
+            "wall": statistics.median(m["wall"] for m in runs),
+            "cpu": {k: statistics.median(m["cpu"][k] for m in runs) for k in runs[0]["cpu"]},
+            "rss": {k: max(m["rss"][k] for m in runs) for k in runs[0]["rss"]}}
+    out = {"workers": repeats[0]["workers"], "phases": phases, "ingest": phases["ingest"]}
+    for name in ("analysis",):
+        runs = [r[name] for r in repeats]
+        out[name] = {
+            "wall": statistics.median(m["wall"] for m in runs),
+            "walls": [m["wall"] for m in runs],
+            "cpu": {k: statistics.median(m["cpu"][k] for m in runs) for k in runs[0]["cpu"]},
+            "rss": {k: max(m["rss"][k] for m in runs) for k in runs[0]["rss"]}}
+    out["ingest"]["walls"] = [r["ingest"]["wall"] for r in repeats]
+    return out
+
+
 def _cpu_text(cpu: dict) -> str:
     return ", ".join(f"{name} {value:.1f}" for name, value in cpu.items())
 
@@ -136,6 +166,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200, help="frames per file")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--memory", default="4GiB", help="memory limit per worker")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="measurements per worker count; medians are reported")
     args = ap.parse_args()
 
     base = args.dir or Path(tempfile.mkdtemp(prefix="ratag-scaling-"))
@@ -152,7 +184,11 @@ def main() -> None:
               f"{time.perf_counter() - t0:.0f} s)")
         print(f"load average before: {os.getloadavg()[0]:.2f} (1 min), "
               f"{os.cpu_count()} cores")
-        results = [measure(run_dir, base / f"out-{n}", n, args.memory) for n in args.workers]
+        repeats = {n: [] for n in args.workers}
+        for _ in range(args.repeat):  # alternate, so slow spells of the machine hit both
+            for n in args.workers:
+                repeats[n].append(measure(run_dir, base / f"out-{n}", n, args.memory))
+        results = [median_of(repeats[n]) for n in args.workers]
         first = load_results(base / f"out-{args.workers[0]}")
         for r in results[1:]:  # the figures only count when the results agree
             other = load_results(base / f"out-{r['workers']}")
@@ -167,6 +203,7 @@ def main() -> None:
                       f"{size / MB / m['wall']:5.0f} MB/s  speed-up {speedup:4.2f}  "
                       f"efficiency {speedup / r['workers']:4.0%} "
                       f"(goal >= {GOAL_EFFICIENCY:.0%})")
+                print(f"      runs: {', '.join(f'{w:.1f}' for w in m['walls'])} s")
                 print(f"      CPU s: {_cpu_text(m['cpu'])}")
                 print(f"      peak RSS: {_rss_text(m['rss'])}")
         passes = ("prepare", "integrate")  # the two passes over every frame

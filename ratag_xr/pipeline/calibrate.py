@@ -67,9 +67,12 @@ def combined_xray_fit(frames: xr.Dataset, params, client=None):
     """
     lo, hi = params.xray_bin_cuts
     areas = frames.xray_area.where(frames.valid).data
-    areas = areas if isinstance(areas, da.Array) else da.from_array(areas)
-    with dask.config.set(scheduler=client) if client is not None else nullcontext():
-        counts = da.histogram(areas.ravel(), bins=params.xray_nbins, range=(lo, hi))[0].compute()
+    if isinstance(areas, da.Array):  # lazy per-frame results: histograms per chunk
+        with dask.config.set(scheduler=client) if client is not None else nullcontext():
+            counts = da.histogram(areas.ravel(), bins=params.xray_nbins,
+                                  range=(lo, hi))[0].compute()
+    else:
+        counts = np.histogram(areas.ravel(), bins=params.xray_nbins, range=(lo, hi))[0]
     edges = np.linspace(lo, hi, params.xray_nbins + 1)
     fit = fit_gaussian_hist(counts, edges, exclude_index=params.xray_exclude_index)
     ds = xr.Dataset({

@@ -1,26 +1,20 @@
 """Ion S2 areas (ALGORITHMS.md §5) and their per-set Gaussian fits (§6).
 
-Areas come from the second pass over every frame, in the per-set window of the
-preparation.  Histograms are made chunk by chunk on the cluster and summed there;
-per-frame areas are written to the results store by the workers, never gathered.
+Areas come from the second pass over every frame (one task per waveform chunk on the
+cluster), in the per-set window of the preparation; the per-frame areas (one number per
+frame) are gathered, histogrammed and fitted per set, and stored with the frames'
+identity.
 """
 
 from __future__ import annotations
 
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
 from ratag_xr.cluster import managed_client
 from ratag_xr.physics.fit import fit_gaussian_hist, robust_range_hist
-from ratag_xr.pipeline.context import (
-    lineage,
-    open_analysis,
-    persist_with_progress,
-    with_units,
-)
-from ratag_xr.pipeline.frames import analysis_nodes, map_features
+from ratag_xr.pipeline.context import lineage, open_analysis, with_units
+from ratag_xr.pipeline.frames import analysis_nodes, compute_pass
 from ratag_xr.pipeline.prepare import prepare_run
 from ratag_xr.pipeline.results import load_stage, save_stage, stored_lineage
 
@@ -61,32 +55,25 @@ def integration_windows(prep: xr.Dataset, params, use_estimated: bool) -> xr.Dat
 
 
 def _ranges(areas: xr.DataArray, names, params) -> dict[str, tuple[float, float, int]]:
-    """Histogram (low, high, nbins) per set; automatic ranges from summed fine histograms."""
+    """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram."""
     specs = {name: params.histogram_for(name) for name in names}
-    auto = [n for n in names if specs[n]["auto_range"]]
     out = {n: (*specs[n]["bin_cuts"], int(specs[n]["nbins"])) for n in names}
-    if auto:
-        highs = dask.compute(*[areas.sel(set=n).max() for n in auto])
-        fine = {}
-        for n, hi in zip(auto, highs, strict=True):
-            hi = float(hi) if np.isfinite(hi) and hi > 0 else 1.0
-            fine[n] = (da.histogram(areas.sel(set=n).data, bins=_AUTO_BINS, range=(0.0, hi))[0],
-                       np.linspace(0.0, hi, _AUTO_BINS + 1))
-        counts = dask.compute({n: c for n, (c, _) in fine.items()})[0]
-        for n in auto:
-            rng = robust_range_hist(counts[n], fine[n][1])
-            if rng is not None and rng[1] > rng[0]:
-                out[n] = (float(rng[0]), float(rng[1]), int(specs[n]["nbins"]))
+    for n in names:
+        if not specs[n]["auto_range"]:
+            continue
+        values = areas.sel(set=n).values
+        hi = float(areas.sel(set=n).max())  # NaN-skipping
+        hi = hi if np.isfinite(hi) and hi > 0 else 1.0
+        counts, edges = np.histogram(values, bins=_AUTO_BINS, range=(0.0, hi))
+        rng = robust_range_hist(counts, edges)
+        if rng is not None and rng[1] > rng[0]:
+            out[n] = (float(rng[0]), float(rng[1]), int(specs[n]["nbins"]))
     return out
 
 
 def _fit_table(areas: xr.DataArray, valid: xr.DataArray, names, params) -> xr.Dataset:
     ranges = _ranges(areas, names, params)
     max_bins = max(r[2] for r in ranges.values())
-    lazy = {n: da.histogram(areas.sel(set=n).data, bins=ranges[n][2],
-                            range=ranges[n][:2])[0] for n in names}
-    nan_counts = {n: (valid.sel(set=n) & np.isnan(areas.sel(set=n))).sum().data for n in names}
-    counts, nans = dask.compute(lazy, nan_counts)
     hist = np.zeros((len(names), max_bins), dtype=np.int64)
     edges = np.full((len(names), max_bins + 1), np.nan)
     rows: dict[str, list] = {k: [] for k in (
@@ -95,9 +82,10 @@ def _fit_table(areas: xr.DataArray, valid: xr.DataArray, names, params) -> xr.Da
         "n_frames", "n_area_nan")}
     for i, n in enumerate(names):
         lo, hi, nb = ranges[n]
-        hist[i, :nb] = counts[n]
+        counts, _ = np.histogram(areas.sel(set=n).values, bins=nb, range=(lo, hi))
+        hist[i, :nb] = counts
         edges[i, : nb + 1] = np.linspace(lo, hi, nb + 1)
-        fit = fit_gaussian_hist(counts[n], edges[i, : nb + 1], exclude_index=params.exclude_index)
+        fit = fit_gaussian_hist(counts, edges[i, : nb + 1], exclude_index=params.exclude_index)
         rows["s2_area_mean"].append(fit.mean)
         rows["s2_area_sigma"].append(fit.sigma)
         rows["s2_area_ci95"].append(fit.ci95)
@@ -107,7 +95,7 @@ def _fit_table(areas: xr.DataArray, valid: xr.DataArray, names, params) -> xr.Da
         rows["s2_fit_success"].append(bool(fit.success))
         rows["s2_fit_reason"].append(fit.reason or "")
         rows["n_frames"].append(int(valid.sel(set=n).sum()))
-        rows["n_area_nan"].append(int(nans[n]))
+        rows["n_area_nan"].append(int((valid.sel(set=n) & np.isnan(areas.sel(set=n))).sum()))
     ds = xr.Dataset({k: ("set", np.asarray(v)) for k, v in rows.items()},
                     coords={"set": list(names)})
     ds["s2_area_hist"] = (("set", "bin"), hist)
@@ -144,16 +132,14 @@ def _integrate(run, prep, use_estimated, lin, cl) -> xr.Dataset:
     params = run.config.integrate
     windows = integration_windows(prep, params, use_estimated)
     p = run.config.prepare
-    lazy = map_features(analysis_nodes(run.store, run.nfiles), "pass2", {"n_pedestal": p.n_pedestal,
-                                             "ma_window": p.ma_window,
-                                             "bs_threshold": params.bs_threshold},
-                        per_set=windows, per_set_names=("s2_window_start", "s2_window_end"))
-    # per-frame areas stay on the workers
-    lazy = persist_with_progress(cl, lazy, "integrate: pass 2 over the frames", run.progress)
-    with dask.config.set(scheduler=cl):
-        sets = windows.merge(_fit_table(lazy.s2_area, lazy.valid, list(windows.set.values),
-                                        params))
+    frames = compute_pass(analysis_nodes(run.store, run.nfiles), "pass2",
+                          {"n_pedestal": p.n_pedestal, "ma_window": p.ma_window,
+                           "bs_threshold": params.bs_threshold}, cl,
+                          per_set=windows, per_set_names=("s2_window_start", "s2_window_end"),
+                          label="integrate: pass 2 over the frames", progress=run.progress)
+    sets = windows.merge(_fit_table(frames.s2_area, frames.valid, list(windows.set.values),
+                                    params))
     sets.attrs.update(run_id=run.run_id)
-    save_stage(run.results, "integrate", lin, client=cl, sets=sets, frames=lazy)
+    save_stage(run.results, "integrate", lin, client=cl, sets=sets, frames=frames)
     run.computed.add("integrate")
     return sets

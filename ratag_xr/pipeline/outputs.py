@@ -13,6 +13,7 @@ import json
 import zlib
 from pathlib import Path
 
+import dask
 import numpy as np
 import xarray as xr
 import zarr
@@ -97,19 +98,28 @@ def validation_frames(run: Run, set_name: str, n: int = N_VALIDATION_FRAMES) -> 
     return frames
 
 
-def _set_figures(run: Run, name: str, results: Results) -> list[Path]:
-    """The two figures of one set (a task: runs on a worker when there is a cluster)."""
-    sets = results.sets
-    folder = run.plots_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    fig = plots.plot_s2_histogram(sets, name, run.run_id,
+def _histogram_figure(run: Run, name: str, results: Results) -> list[Path]:
+    """The S2 area histogram of one set (a task: runs on a worker when there is a cluster)."""
+    run.plots_dir.mkdir(parents=True, exist_ok=True)
+    fig = plots.plot_s2_histogram(results.sets, name, run.run_id,
                                   exclude_index=run.config.integrate.exclude_index)
-    paths = [atomic_save_figure(folder / f"{name}_s2_histogram.png", fig)]
-    if int(sets.n_frames.sel(set=name)) > 0:
-        fig = plots.plot_waveform_validation(validation_frames(run, name), sets.sel(set=name),
-                                             run.run_id)
-        paths.append(atomic_save_figure(folder / f"{name}_waveform_validation.png", fig))
-    return paths
+    return [atomic_save_figure(run.plots_dir / f"{name}_s2_histogram.png", fig)]
+
+
+def _validation_figure(run: Run, name: str, results: Results) -> list[Path]:
+    """The waveform validation figure of one set, if it has frames (a task)."""
+    sets = results.sets
+    if int(sets.n_frames.sel(set=name)) == 0:
+        return []
+    run.plots_dir.mkdir(parents=True, exist_ok=True)
+    fig = plots.plot_waveform_validation(validation_frames(run, name), sets.sel(set=name),
+                                         run.run_id)
+    return [atomic_save_figure(run.plots_dir / f"{name}_waveform_validation.png", fig)]
+
+
+def _set_jobs(names) -> list[tuple]:
+    """Figure jobs of the sets, the slowest (reading waveforms) first."""
+    return [(_validation_figure, n) for n in names] + [(_histogram_figure, n) for n in names]
 
 
 def _run_figure(run: Run, kind: str, results: Results) -> list[Path]:
@@ -133,25 +143,34 @@ RUN_FIGURES = ("xray_histogram", "s2_vs_drift_normalized", "diffusion_analysis",
                "recombination")
 
 
-def _render(run: Run, jobs: list[tuple], client=None) -> list[Path]:
+def _render(run: Run, jobs: list[tuple], client=None, results: Results | None = None
+            ) -> list[Path]:
     """Render figure jobs ``(function, argument)``, one Dask task each on a cluster:
     matplotlib is serial, and rendering on the driver alone capped the run's scaling.
     The (small) per-set and per-run results are loaded once and shipped to the tasks."""
-    results = load_results(run.out)
+    results = results or load_results(run.out)
     results = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
                       lineage=results.lineage)
     if client is None:
         return [p for fn, arg in jobs for p in fn(run, arg, results)]
     portable = dataclasses.replace(run, client=None)
     shared = client.scatter(results, broadcast=True)
-    futures = [client.submit(fn, portable, arg, shared, pure=False) for fn, arg in jobs]
+    futures = [client.submit(_figure_task, fn, portable, arg, shared, pure=False)
+               for fn, arg in jobs]
     return [p for paths in client.gather(futures) for p in paths]
+
+
+def _figure_task(fn, run: Run, arg, results: Results) -> list[Path]:
+    """A figure job on a worker: what it reads lazily (waveforms, coordinates) is read
+    right here, not sent back to the cluster as tasks of their own."""
+    with dask.config.set(scheduler="synchronous"):
+        return fn(run, arg, results)
 
 
 def save_integration_plots(run: Run, client=None) -> list[Path]:
     """Per-set S2 histograms and waveform validation figures, and S2 area vs drift field."""
     names = [str(s) for s in load_results(run.out).sets.set.values]
-    jobs = [(_set_figures, n) for n in names] + [(_run_figure, k) for k in INTEGRATION_FIGURES]
+    jobs = _set_jobs(names) + [(_run_figure, k) for k in INTEGRATION_FIGURES]
     return _render(run, jobs, client)
 
 
@@ -173,8 +192,7 @@ def plot_outputs(run: Run, client=None) -> list[Path]:
             and all(p.exists() for p in expected):
         return []
     names = [str(s) for s in results.sets.set.values]
-    jobs = ([(_set_figures, n) for n in names]
-            + [(_run_figure, k) for k in INTEGRATION_FIGURES + RUN_FIGURES])
-    paths = _render(run, jobs, client)
+    jobs = _set_jobs(names) + [(_run_figure, k) for k in INTEGRATION_FIGURES + RUN_FIGURES]
+    paths = _render(run, jobs, client, results)
     root.attrs["plotted"] = {"hash": lineage["hash"]}
     return paths

@@ -15,14 +15,8 @@ from ratag_xr.cluster import managed_client
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
-from ratag_xr.pipeline.context import (
-    Run,
-    lineage,
-    open_analysis,
-    persist_with_progress,
-    with_units,
-)
-from ratag_xr.pipeline.frames import analysis_nodes, map_features, set_order
+from ratag_xr.pipeline.context import Run, lineage, open_analysis, with_units
+from ratag_xr.pipeline.frames import analysis_nodes, compute_pass, set_order
 from ratag_xr.pipeline.results import load_stage, save_stage
 from ratag_xr.store import ingest, store_state
 
@@ -97,8 +91,11 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
             for c in pick:
                 frames = valid[(valid >= c * chunk) & (valid < (c + 1) * chunk)]
                 block = wf.data[i, frames[0]: frames[-1] + 1]
-                # nanmean: a frame of NaN samples (float curves) must not blank its chunk
-                means.append(da.nanmean(block.astype("float64"), axis=0) * scale + offset)
+                if np.issubdtype(block.dtype, np.integer):  # codes: no NaN, no float copy
+                    mean = block.mean(axis=0, dtype=np.float64)
+                else:  # a frame of NaN samples (float curves) must not blank its chunk
+                    mean = da.nanmean(block.astype("float64"), axis=0)
+                means.append(mean * scale + offset)
             jobs[str(name)] = means
             times[str(name)] = ds.time.values
     computed = client.compute(jobs).result() if client is not None else jobs
@@ -186,10 +183,9 @@ def prepare_run(run, estimate_s2_windows: bool = True, nfiles: int | None = None
         batches = s1_batch_means(nodes, run.config.prepare.s1_batches,
                                  run.config.prepare.n_pedestal, cl)
         sets = sets.merge(_s1_table(batches, sets.set.values, run.config.prepare))
-        lazy = map_features(nodes, "pass1", _pass1_params(run), per_set=sets,
-                            per_set_names=("t_s1", "time_drift"))
-        lazy = persist_with_progress(cl, lazy, "prepare: pass 1 over the frames", run.progress)
-        frames = cl.compute(lazy).result()
+        frames = compute_pass(nodes, "pass1", _pass1_params(run), cl, per_set=sets,
+                              per_set_names=("t_s1", "time_drift"),
+                              label="prepare: pass 1 over the frames", progress=run.progress)
         if estimate_s2_windows:
             sets = sets.merge(_window_table(frames, run.config.prepare))
         sets.attrs.update(run_id=run.run_id, s2_window_method=run.config.prepare.s2_method,

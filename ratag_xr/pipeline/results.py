@@ -50,10 +50,10 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
             ds = _encodable(ds)
             delayed = ds.to_zarr(str(results), group=f"{tmp_name}/{part}", mode="w",
                                  zarr_format=3, consolidated=False, compute=False)
-            if client is not None:
+            if client is not None and ds.chunks:  # Dask-backed: written by the workers
                 client.compute(delayed).result()
             else:
-                delayed.compute()
+                delayed.compute(scheduler="synchronous")
         group = zarr.open_group(store=str(results), path=tmp_name, mode="a")
         group.attrs["lineage"] = json.dumps(lineage, sort_keys=True, default=str)
         final = results / stage
@@ -88,7 +88,9 @@ def load_stage(results: Path, stage: str, part: str, *, lazy: bool = False) -> x
     path = Path(results) / stage / part
     if not (path / "zarr.json").exists():
         return None
-    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False)
+    # eager: read here (no Dask), not as tasks of whatever cluster is the default
+    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False,
+                      chunks={} if lazy else None)
     return plain_strings(ds if lazy else ds.load())
 
 

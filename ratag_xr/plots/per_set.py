@@ -86,6 +86,10 @@ def min_max_envelope(t: np.ndarray, y: np.ndarray, columns: int = ENVELOPE_COLUM
     return np.concatenate([t_env, t[m:]]), np.concatenate([y_env, y[m:]])
 
 
+#: Layout of the validation figure, inches: panel row height and the margins.
+PANEL_HEIGHT, TOP, BOTTOM, LEFT, RIGHT = 1.9, 0.75, 1.05, 0.8, 0.2
+
+
 def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id: str) -> Figure:
     """Individual frames (not averages) of one set, one subplot each, two per row.
 
@@ -99,7 +103,12 @@ def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id:
         raise AnalysisError("waveform validation needs at least one frame, got none")
     n_cols = 2
     n_rows = math.ceil(n / n_cols)
-    fig = new_figure(12.0, 1.9 * n_rows + 1.3)
+    width, height = 12.0, PANEL_HEIGHT * n_rows + TOP + BOTTOM
+    # A fixed layout (inches): constrained layout measured every tick label of the ten
+    # panels and took half of the figure's drawing time.
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=LEFT / width, right=1 - RIGHT / width, top=1 - TOP / height,
+                        bottom=BOTTOM / height, wspace=0.14, hspace=0.5)
     grid = fig.subplots(n_rows, n_cols, sharex=True, squeeze=False)
     axes = list(grid.flat)
     for ax in axes[n:]:  # odd count: the last slot stays empty
@@ -135,8 +144,9 @@ def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id:
         labels.append(f"{label}: {fmt_pm(t, s)} µs (±σ)" if math.isfinite(t) else
                       f"{label}: not determined")  # fmt: skip
     # Below the panels: above them it would collide with the suptitle.
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=FONT_SIZE)
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.1 / height),
+               ncols=3, fontsize=FONT_SIZE)
     set_name = str(set_row["set"].values) if "set" in set_row.coords else ""
     fig.suptitle(f"{run_id} · {set_name} — waveform validation, {n} individual frames "
-                 "(not averaged)", fontsize=FONT_SIZE + 2)  # fmt: skip
+                 "(not averaged)", fontsize=FONT_SIZE + 2, y=1 - 0.12 / height)  # fmt: skip
     return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask
 import xarray as xr
 import zarr
 
@@ -43,10 +44,11 @@ def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
 def _load_coords(ds: xr.Dataset) -> xr.Dataset:
     """Coordinates are small labels: hold them in memory (strings as Python str), keep
     only waveforms lazy."""
-    coords = {}
-    for name in ds.coords:
-        var = ds[name].load()
-        coords[name] = var.astype(object) if var.dtype.kind == "T" else var
+    names = list(ds.coords)
+    # one read of them all, here (not as tasks of whatever cluster is the default)
+    loaded = dask.compute(*[ds[name] for name in names], scheduler="synchronous")
+    coords = {name: var.astype(object) if var.dtype.kind == "T" else var
+              for name, var in zip(names, loaded, strict=True)}
     return ds.assign_coords(coords)
 
 
