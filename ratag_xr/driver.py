@@ -133,7 +133,6 @@ def _check_time_chunks(waveform: xr.DataArray) -> None:
             "ingest (rechunking along time copies every frame)")
 
 
-
 def _param_value(params, name: str, feature: FrameFeature, frame_dims):
     """A parameter as float64: a scalar, or an array over ``frame_dims`` with length 1
     along the dims it does not have (it broadcasts against the frames)."""

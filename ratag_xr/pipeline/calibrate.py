@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
-import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -60,19 +56,14 @@ def _attrs(ds: xr.Dataset, table: dict) -> xr.Dataset:
     return ds
 
 
-def combined_xray_fit(frames: xr.Dataset, params, client=None):
-    """Histogram of every accepted X-ray area of every set, summed per chunk, and its fit.
+def combined_xray_fit(frames: xr.Dataset, params):
+    """Histogram of every accepted X-ray area of every set, and its fit.
 
     Returns the run-level dataset part and the :class:`GaussFit`.
     """
     lo, hi = params.xray_bin_cuts
-    areas = frames.xray_area.where(frames.valid).data
-    if isinstance(areas, da.Array):  # lazy per-frame results: histograms per chunk
-        with dask.config.set(scheduler=client) if client is not None else nullcontext():
-            counts = da.histogram(areas.ravel(), bins=params.xray_nbins,
-                                  range=(lo, hi))[0].compute()
-    else:
-        counts = np.histogram(areas.ravel(), bins=params.xray_nbins, range=(lo, hi))[0]
+    areas = frames.xray_area.where(frames.valid).values
+    counts = np.histogram(areas.ravel(), bins=params.xray_nbins, range=(lo, hi))[0]
     edges = np.linspace(lo, hi, params.xray_nbins + 1)
     fit = fit_gaussian_hist(counts, edges, exclude_index=params.xray_exclude_index)
     ds = xr.Dataset({
@@ -85,10 +76,10 @@ def combined_xray_fit(frames: xr.Dataset, params, client=None):
     return ds, fit
 
 
-def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, params,
-              client=None) -> tuple[xr.Dataset, xr.Dataset]:
+def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, params
+              ) -> tuple[xr.Dataset, xr.Dataset]:
     """Per-run and per-set calibration datasets from the ion fits and prepared frames."""
-    run_ds, xfit = combined_xray_fit(frames, params, client)
+    run_ds, xfit = combined_xray_fit(frames, params)
     cal = xray_calibration(xfit, e_xray_ev=run_cfg.e_xray, w_ev=run_cfg.w_value)
     rec = recombination(ion.s2_area_mean.values, ion.s2_area_ci95.values, cal.A_x_mean,
                         cal.ci95, n_e_exp=cal.N_e_exp,
@@ -130,7 +121,7 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
     """
     run = open_analysis(run, out=out, config=config, client=client, force=force)
     prep = load_stage(run.results, "prepare", "sets")
-    frames = load_stage(run.results, "prepare", "frames", lazy=True)
+    frames = load_stage(run.results, "prepare", "frames")
     ion = ion_fitted_areas if ion_fitted_areas is not None else load_stage(
         run.results, "integrate", "sets")
     if prep is None or frames is None or ion is None:
@@ -145,7 +136,7 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
             run_ds = load_stage(run.results, "calibrate", "run")
             sets = load_stage(run.results, "calibrate", "sets")
         else:
-            run_ds, sets = calibrate(ion, prep, frames, run.config.run, run.config.calibrate, cl)
+            run_ds, sets = calibrate(ion, prep, frames, run.config.run, run.config.calibrate)
             run_ds.attrs["run_id"] = sets.attrs["run_id"] = run.run_id
             save_stage(run.results, "calibrate", lin, client=cl, run=run_ds, sets=sets)
             run.computed.add("calibrate")

@@ -6,6 +6,7 @@ import numpy as np
 import xarray as xr
 
 from ratag_xr.driver import frame_records
+from ratag_xr.pipeline.context import persist_with_progress
 from ratag_xr.store import run_nodes, store_state
 
 FRAME_IDENTITY = ("file", "frame_in_file", "valid")
@@ -90,8 +91,6 @@ def compute_pass(nodes: dict[str, xr.Dataset], features: str, params: dict, clie
     progress bar of the chunks (stderr), and the per-frame records gathered into one
     labeled in-memory (set, frame) dataset (a few numbers per frame: ~10^-5 of the raw
     data)."""
-    from ratag_xr.pipeline.context import persist_with_progress
-
     nodes_records = _node_records(nodes, features, params, per_set, per_set_names)
     lazy = [rec.data for _, rec in nodes_records]
     lazy = persist_with_progress(client, lazy, label, progress)

@@ -62,7 +62,7 @@ def _ranges(areas: xr.DataArray, names, params) -> dict[str, tuple[float, float,
         if not specs[n]["auto_range"]:
             continue
         values = areas.sel(set=n).values
-        hi = float(areas.sel(set=n).max())  # NaN-skipping
+        hi = float(np.nanmax(values)) if np.isfinite(values).any() else np.nan
         hi = hi if np.isfinite(hi) and hi > 0 else 1.0
         counts, edges = np.histogram(values, bins=_AUTO_BINS, range=(0.0, hi))
         rng = robust_range_hist(counts, edges)

@@ -100,7 +100,6 @@ def validation_frames(run: Run, set_name: str, n: int = N_VALIDATION_FRAMES) -> 
 
 def _histogram_figure(run: Run, name: str, results: Results) -> list[Path]:
     """The S2 area histogram of one set (a task: runs on a worker when there is a cluster)."""
-    run.plots_dir.mkdir(parents=True, exist_ok=True)
     fig = plots.plot_s2_histogram(results.sets, name, run.run_id,
                                   exclude_index=run.config.integrate.exclude_index)
     return [atomic_save_figure(run.plots_dir / f"{name}_s2_histogram.png", fig)]
@@ -111,7 +110,6 @@ def _validation_figure(run: Run, name: str, results: Results) -> list[Path]:
     sets = results.sets
     if int(sets.n_frames.sel(set=name)) == 0:
         return []
-    run.plots_dir.mkdir(parents=True, exist_ok=True)
     fig = plots.plot_waveform_validation(validation_frames(run, name), sets.sel(set=name),
                                          run.run_id)
     return [atomic_save_figure(run.plots_dir / f"{name}_waveform_validation.png", fig)]
@@ -134,7 +132,6 @@ def _run_figure(run: Run, kind: str, results: Results) -> list[Path]:
         "diffusion_analysis": lambda: plots.plot_diffusion(sets, rds, run.run_id),
         "recombination": lambda: plots.plot_recombination(sets, run.run_id),
     }[kind]
-    run.plots_dir.mkdir(parents=True, exist_ok=True)
     return [atomic_save_figure(run.plots_dir / f"{run.run_id}_{kind}.png", make())]
 
 
@@ -148,9 +145,11 @@ def _render(run: Run, jobs: list[tuple], client=None, results: Results | None = 
     """Render figure jobs ``(function, argument)``, one Dask task each on a cluster:
     matplotlib is serial, and rendering on the driver alone capped the run's scaling.
     The (small) per-set and per-run results are loaded once and shipped to the tasks."""
-    results = results or load_results(run.out)
+    if results is None:
+        results = load_results(run.out)
     results = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
                       lineage=results.lineage)
+    run.plots_dir.mkdir(parents=True, exist_ok=True)
     if client is None:
         return [p for fn, arg in jobs for p in fn(run, arg, results)]
     portable = dataclasses.replace(run, client=None)

@@ -83,15 +83,14 @@ def plain_strings(ds: xr.Dataset) -> xr.Dataset:
                                       if name in ds.coords})
 
 
-def load_stage(results: Path, stage: str, part: str, *, lazy: bool = False) -> xr.Dataset | None:
-    """One stored part of a stage, or None.  Loaded into memory unless ``lazy``."""
+def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
+    """One stored part of a stage loaded into memory, or None.  Read here, without Dask
+    (not as tasks of whatever cluster is the default client): the parts are small."""
     path = Path(results) / stage / part
     if not (path / "zarr.json").exists():
         return None
-    # eager: read here (no Dask), not as tasks of whatever cluster is the default
-    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False,
-                      chunks={} if lazy else None)
-    return plain_strings(ds if lazy else ds.load())
+    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks=None)
+    return plain_strings(ds.load())
 
 
 @dataclass
