@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -10,15 +11,26 @@ from ratag_xr.config import Config, load_config
 from ratag_xr.errors import RatagError
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
     g.add_argument("--cluster", default=None,
                    help="local (default), slurm, pbs, or a scheduler address tcp://host:port")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--workers", type=_count, default=None,
                    help="worker processes (local: default one per core; slurm/pbs: per job)")
-    g.add_argument("--threads", type=int, default=None, help="threads per worker")
+    g.add_argument("--threads", type=_count, default=None, help="threads per worker")
     g.add_argument("--memory", default=None, help="memory limit per worker, e.g. 4GiB")
-    g.add_argument("--jobs", type=int, default=None, help="batch jobs for slurm/pbs")
+    g.add_argument("--jobs", type=_count, default=None, help="batch jobs for slurm/pbs")
 
 
 def _client(args, config: Config | None = None):
@@ -44,14 +56,15 @@ def _run_and_config(target: str) -> tuple[Path, Config]:
 
 
 def cmd_ingest(args) -> int:
-    from ratag_xr.cluster import managed_client
+    from ratag_xr.io.lock import output_lock
     from ratag_xr.store import default_store, ingest
 
     run_dir, config = _run_and_config(args.run)
-    store = Path(args.out) if args.out else default_store(run_dir)
-    with managed_client(_client(args, config)) as client:
+    store = default_store(run_dir, args.out)
+    with output_lock(store.parent, wait=not args.no_wait):
         summary = ingest(run_dir, store, config=config, nfiles=args.nfiles,
-                         rebuild=args.rebuild, client=client, progress=not args.quiet)
+                         rebuild=args.rebuild, client=lambda: _client(args, config),
+                         progress=not args.quiet)
     print(summary)
     return 0
 
@@ -69,6 +82,7 @@ def _pipeline(args, stages) -> int:
     try:
         run = run_pipeline(run_dir, out=args.out, config=config, client=client,
                            nfiles=args.nfiles, stages=stages, force=args.force,
+                           rebuild=args.rebuild, wait=not args.no_wait,
                            progress=not args.quiet)
     finally:
         if client is not None:
@@ -138,8 +152,13 @@ def cmd_demo(args) -> int:
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory, or a run config YAML")
     p.add_argument("--out", help="output root (default: the run directory)")
-    p.add_argument("--nfiles", type=int, help="test mode: only the first N files of each set")
+    p.add_argument("--nfiles", type=_count, help="test mode: only the first N files of each set")
     p.add_argument("--force", action="store_true", help="redo stages even when up to date")
+    p.add_argument("--rebuild", action="store_true",
+                   help="delete the waveform store (only if ratag_xr made it) and ingest again")
+    p.add_argument("--no-wait", action="store_true",
+                   help="refuse at once if another command writes into the output folder "
+                        "(default: wait for it)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _cluster_args(p)
 
@@ -151,9 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read a run's raw .wfm files into the Zarr store")
     p.add_argument("run", help="run directory, or a run config YAML")
-    p.add_argument("--out", help="store path (default: RUN_DIR/waveforms.zarr)")
-    p.add_argument("--nfiles", type=int, help="only the first N files of each set")
-    p.add_argument("--rebuild", action="store_true", help="delete the store and start over")
+    p.add_argument("--out", help="output root (store: OUT/waveforms.zarr; default: the run "
+                                 "directory), or a path ending in .zarr for the store itself")
+    p.add_argument("--nfiles", type=_count, help="only the first N files of each set")
+    p.add_argument("--rebuild", action="store_true",
+                   help="delete the store (only if ratag_xr made it) and start over")
+    p.add_argument("--no-wait", action="store_true",
+                   help="refuse at once if another command writes into the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _cluster_args(p)
     p.set_defaults(func=cmd_ingest)
@@ -198,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: errno values of a full disk or quota: exit 1 (the command was right, the machine failed)
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+#: errno values of a folder that cannot be written: exit 2 (choose another --out)
+_UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -205,6 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     except RatagError as err:
         print(f"ratag-xr: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        where = f" ({err.filename})" if err.filename else ""
+        if err.errno in _FULL:
+            print(f"ratag-xr: error: {err.strerror}{where}: free space and run the command "
+                  "again; completed stages and ingested files are kept, nothing half-written "
+                  "is used", file=sys.stderr)
+            return 1
+        if err.errno in _UNWRITABLE:
+            print(f"ratag-xr: error: cannot write{where}: {err.strerror}; put the outputs "
+                  "elsewhere with --out", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

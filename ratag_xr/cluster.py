@@ -352,14 +352,15 @@ def close_client(client) -> None:
 
 @contextlib.contextmanager
 def managed_client(client=None, **kwargs):
-    """Yield ``client`` if it is a Client (left open), else a new one for the spec
-    ``client`` and ``kwargs`` (see :func:`make_client`), closed afterwards."""
+    """Yield ``client`` if it is a Client (left open), else a new one, closed afterwards:
+    from ``client()`` when it is a factory (a callable), else for the spec ``client`` and
+    ``kwargs`` (see :func:`make_client`)."""
     from distributed import Client
 
     if isinstance(client, Client):
         yield client
         return
-    new = make_client(client, **kwargs)
+    new = client() if callable(client) else make_client(client, **kwargs)
     try:
         yield new
     finally:

@@ -4,7 +4,6 @@ what the pipeline recovered with the simulator's ground truth."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ratag_xr.cluster import close_client
+from ratag_xr.io.owned import remove_simulated_run
 from ratag_xr.pipeline import load_results, run_pipeline
 from ratag_xr.pipeline.runner import run_failed, summary_table
 from ratag_xr.simulate import SimConfig, simulate_run
@@ -62,8 +62,7 @@ def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG) ->
     """Simulate into ``out``, run every stage, print the summary and truth tables."""
     out = Path(out)
     run_dir = out / config.run_name
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    remove_simulated_run(run_dir)  # refuses anything the simulator did not write
     t0 = time.perf_counter()
     print(f"simulating {len(config.sets)} sets x {config.files_per_set} files x "
           f"{config.frames_per_file} frames into {run_dir} ...", flush=True)

@@ -56,6 +56,23 @@ class IngestOrderError(StoreError):
     """A new raw file sorts before files already ingested: the store must be rebuilt."""
 
 
+class OwnershipError(RatagError):
+    """A removal was refused: the folder is not something ratag_xr made.  ``path`` names it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class OutputError(RatagError):
+    """An output folder cannot be written (read-only, no permission, not a folder)."""
+
+
+class BusyError(OutputError):
+    """Another ratag-xr command holds the output folder's lock (and waiting was refused)."""
+
+
 class AnalysisError(RatagError):
     """An analysis step cannot be done for a set (the reason is recorded, the run goes on)."""
 

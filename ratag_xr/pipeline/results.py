@@ -16,10 +16,23 @@ from pathlib import Path
 import xarray as xr
 import zarr
 
-from ratag_xr.errors import StoreError
+from ratag_xr.errors import OwnershipError, StoreError
+from ratag_xr.io.owned import mark, store_kind
 
 STAGES = ("prepare", "integrate", "xray", "calibrate")
 PARTS = ("sets", "frames", "run")
+
+
+def open_results(results: Path) -> zarr.Group:
+    """The results store, created and marked as ratag_xr's if absent; an existing folder
+    that is not a ratag_xr results store is refused (never written into)."""
+    results = Path(results)
+    if results.exists() and store_kind(results) != "results":
+        raise OwnershipError(results, "not a ratag_xr results store; choose another --out")
+    root = zarr.open_group(store=str(results), mode="a", zarr_format=3)
+    if store_kind(results) != "results":
+        mark(root, "results")
+    return root
 
 
 def stored_lineage(results: Path, stage: str) -> dict | None:
@@ -41,7 +54,7 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
                **parts: xr.Dataset) -> None:
     """Write the datasets of one stage (computing Dask-backed ones on ``client``)."""
     results = Path(results)
-    zarr.open_group(store=str(results), mode="a", zarr_format=3)
+    open_results(results)
     tmp_name = f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         for part, ds in parts.items():

@@ -8,17 +8,22 @@ import numpy as np
 
 from ratag_xr.cluster import managed_client
 from ratag_xr.errors import ConfigError
+from ratag_xr.io.lock import output_lock
 from ratag_xr.pipeline.context import Run, open_analysis
 
 STAGES = ("ingest", "prepare", "integrate", "classify", "calibrate", "export", "plots")
 
 
 def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, stages=None,
-                 force: bool = False, progress: bool = True) -> Run:
+                 force: bool = False, rebuild: bool = False, wait: bool = True,
+                 progress: bool = True) -> Run:
     """Run ``stages`` (default: all) of a run; returns the :class:`Run` handle.
 
     ``client`` is a ``distributed.Client`` or a cluster spec (``local``, ``slurm``, ``pbs``,
     ``tcp://host:port``); by default the run config's ``cluster`` section decides.
+    ``rebuild`` deletes the waveform store first (only if ratag_xr made it).  The output
+    folder is locked for the whole call: another command on it waits (``wait=False``:
+    refuses with a :class:`~ratag_xr.errors.BusyError`).
     """
     from ratag_xr.pipeline.calibrate import run_calibration_analysis
     from ratag_xr.pipeline.integrate import run_ion_integration
@@ -35,12 +40,13 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
         raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
     cluster = run.config.cluster
     spec = client if client is not None else cluster.spec
-    with managed_client(spec, workers=cluster.workers, threads=cluster.threads,
-                        memory=cluster.memory, jobs=cluster.jobs) as cl:
+    with output_lock(run.out, wait=wait), \
+            managed_client(spec, workers=cluster.workers, threads=cluster.threads,
+                           memory=cluster.memory, jobs=cluster.jobs) as cl:
         run.client = cl
         if "ingest" in stages:
             _say(str(ingest(run.run_dir, run.store, config=run.config, nfiles=run.nfiles,
-                            client=cl, progress=progress)))
+                            rebuild=rebuild, client=cl, progress=progress)))
         steps = [("prepare", lambda: prepare_run(run)),
                  ("integrate", lambda: run_ion_integration(run, flag_plot=False)),
                  ("classify", lambda: run_xray_classification(run)),

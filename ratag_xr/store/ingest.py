@@ -21,7 +21,9 @@ import numpy as np
 import zarr
 
 from ratag_xr.config import Config
-from ratag_xr.errors import IngestOrderError, StoreError, WfmError
+from ratag_xr.errors import IngestOrderError, OwnershipError, StoreError, WfmError
+from ratag_xr.io.lock import writable_folder
+from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import layout as L
 from ratag_xr.store.discover import RunLayout, SetLayout, discover_run
@@ -59,8 +61,29 @@ class IngestSummary:
 
 
 def default_store(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """``OUT/waveforms.zarr``; ``OUT`` defaults to the run directory."""
-    return Path(out if out is not None else run_dir) / L.STORE_NAME
+    """``OUT/waveforms.zarr``; ``OUT`` defaults to the run directory.  An ``out`` ending in
+    ``.zarr`` names the store itself."""
+    out = Path(out if out is not None else run_dir)
+    return out if out.suffix == ".zarr" else out / L.STORE_NAME
+
+
+def open_store(store: Path) -> zarr.Group:
+    """The waveform store at ``store``, created (and marked as ratag_xr's) if absent.
+
+    An existing folder that is not a ratag_xr waveform store is refused: ingest never
+    writes into someone else's folder.
+    """
+    if store.exists() and (store_kind(store) != "waveforms"):
+        if store.is_dir() and not any(store.iterdir()):
+            pass  # an empty folder: ours from now on
+        else:
+            raise OwnershipError(store, "not a ratag_xr waveform store; give --out a new "
+                                 "folder (or an output root: the store is OUT/waveforms.zarr)")
+    writable_folder(store.parent, "output folder")
+    root = zarr.open_group(store=str(store), mode="a", zarr_format=3)
+    if store_kind(store) != "waveforms":
+        mark(root, "waveforms")
+    return root
 
 
 def _copy_file(task: FileTask, store: str, chunk: int) -> dict:
@@ -201,9 +224,9 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
         print(msg, file=sys.stderr, flush=True)
 
     if rebuild:
-        shutil.rmtree(store, ignore_errors=True)
+        remove_store(store, "waveforms")  # refuses (deletes nothing) unless ratag_xr made it
         L.manifest_path(store).unlink(missing_ok=True)
-    root = zarr.open_group(store=str(store), mode="a", zarr_format=3)
+    root = open_store(store)
     state = _read_state(root)
     manifest = Manifest.load(L.manifest_path(store))
     planner = _Planner(root, state, manifest, config, report)
