@@ -18,11 +18,14 @@ import argparse
 import time
 
 import numpy as np
+import xarray as xr
 
-from ratag_xr.features import FEATURES
-from ratag_xr.kernels import XRAY_CODE_MEANINGS, frame_pass1, frame_pass2
+from ratag_xr.config import Config
+from ratag_xr.features import arguments, select
+from ratag_xr.kernels import frame_pass1, frame_pass2
 from ratag_xr.simulate import SimConfig, simulate_file_frames
 from ratag_xr.simulate.physics import set_model
+from ratag_xr.vocabulary import XrayOutcome
 
 REAL_FORMAT = dict(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.0,
                    dtype="int16", sets=((200, 1700),))
@@ -51,16 +54,18 @@ def main() -> None:
     model = set_model(config, 0)
     scale = -config.y_scale_mv  # negative polarity: pulses go down
     t0, dt = config.record_start_us, config.x_spacing_us
-    defaults = FEATURES["s2_window_xray"].defaults
-    p1 = {**defaults, "t_s1": model.t_s1, "time_drift": model.time_drift}
-    args1 = (scale, config.y_offset_mv, t0, dt,
-             *(p1[k] for k in FEATURES["s2_window_xray"].params))
+    defaults = Config()  # the declared defaults of every kernel parameter
 
+    def kernel_args(feature: str, per_set: dict) -> tuple:
+        got = arguments(select([feature]), defaults, xr.Dataset(per_set))[feature]
+        return (scale, config.y_offset_mv, t0, dt, *(float(v) for v in got.values()))
+
+    args1 = kernel_args("s2_window_xray", {"t_s1": model.t_s1,
+                                           "time_drift": model.time_drift})
     out1 = frame_pass1(raw, *args1)  # warm-up (kernels are compiled or loaded at import)
     window = (np.nanmedian(out1[1]), np.nanmedian(out1[2]))
-    p2 = {**FEATURES["s2_area"].defaults, "s2_window_start": window[0],
-          "s2_window_end": window[1]}
-    args2 = (scale, config.y_offset_mv, t0, dt, *(p2[k] for k in FEATURES["s2_area"].params))
+    args2 = kernel_args("s2_area", {"s2_window_start": window[0],
+                                    "s2_window_end": window[1]})
     area = frame_pass2(raw, *args2)
 
     mb = raw.nbytes / 1e6
@@ -68,8 +73,7 @@ def main() -> None:
     t_pass2 = best_time(lambda: frame_pass2(raw, *args2), args.repeats)
     t_sum = best_time(lambda: raw.sum(), args.repeats)
     both = t_pass1 + t_pass2
-    codes = {XRAY_CODE_MEANINGS[c]: int(np.count_nonzero(out1[4] == c))
-             for c in sorted(XRAY_CODE_MEANINGS)}
+    codes = {o.meaning: int(np.count_nonzero(out1[4] == o)) for o in XrayOutcome}
 
     print(f"chunk: {raw.shape[0]} frames x {raw.shape[1]} {raw.dtype} samples = {mb:.1f} MB "
           f"(5 GS/s, simulated set gate 200 V: t_s1 {model.t_s1} µs, "

@@ -56,37 +56,36 @@ def _run_and_config(target: str) -> tuple[Path, Config]:
 
 
 def cmd_ingest(args) -> int:
+    from ratag_xr.cluster import LazyClient
     from ratag_xr.io.lock import output_lock
     from ratag_xr.store import default_store, ingest
 
     run_dir, config = _run_and_config(args.run)
     store = default_store(run_dir, args.out)
+    lazy = LazyClient(lambda: _client(args, config))
     with output_lock(store.parent, wait=not args.no_wait):
-        summary = ingest(run_dir, store, config=config, nfiles=args.nfiles,
-                         rebuild=args.rebuild, client=lambda: _client(args, config),
-                         progress=not args.quiet)
+        try:
+            summary = ingest(run_dir, store, config=config, nfiles=args.nfiles,
+                             rebuild=args.rebuild, client=lazy.get, progress=not args.quiet)
+        finally:
+            lazy.close()
     print(summary)
     return 0
 
 
 def _pipeline(args, stages) -> int:
-    from ratag_xr.cluster import close_client
-    from ratag_xr.pipeline import load_results, run_pipeline
-    from ratag_xr.pipeline.runner import run_failed, summary_table
+    from ratag_xr.pipeline import load_results
+    from ratag_xr.pipeline.summary import run_failed, summary_table
+    from ratag_xr.runner import run_pipeline
 
     run_dir, config = _run_and_config(args.run)
-    client = None
+    client = None  # the run config's cluster, started only if a stage needs computing
     if any(v is not None for v in (args.cluster, args.workers, args.threads, args.memory,
                                    args.jobs)):
-        client = _client(args, config)
-    try:
-        run = run_pipeline(run_dir, out=args.out, config=config, client=client,
-                           nfiles=args.nfiles, stages=stages, force=args.force,
-                           rebuild=args.rebuild, wait=not args.no_wait,
-                           progress=not args.quiet)
-    finally:
-        if client is not None:
-            close_client(client)
+        client = lambda: _client(args, config)  # noqa: E731  (started on first use)
+    run = run_pipeline(run_dir, out=args.out, config=config, client=client,
+                       nfiles=args.nfiles, stages=stages, force=args.force,
+                       rebuild=args.rebuild, wait=not args.no_wait, progress=not args.quiet)
     if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
         return 0
     results = load_results(run.out)
@@ -98,17 +97,15 @@ def _pipeline(args, stages) -> int:
 
 
 def cmd_run(args) -> int:
-    from ratag_xr.pipeline.runner import STAGES
+    from ratag_xr.runner import PIPELINE
 
-    return _pipeline(args, tuple(args.stages or STAGES))
+    return _pipeline(args, tuple(args.stages or PIPELINE))
 
 
 def _stage_command(stage):
     def command(args) -> int:
-        from ratag_xr.pipeline.runner import STAGES
-
-        # A stage needs its predecessors; they are reused when already current.
-        return _pipeline(args, STAGES[: STAGES.index(stage) + 1])
+        # The stage brings the stages it reads; they are reused when already current.
+        return _pipeline(args, ("ingest", stage))
     return command
 
 

@@ -352,16 +352,51 @@ def close_client(client) -> None:
 
 @contextlib.contextmanager
 def managed_client(client=None, **kwargs):
-    """Yield ``client`` if it is a Client (left open), else a new one, closed afterwards:
-    from ``client()`` when it is a factory (a callable), else for the spec ``client`` and
-    ``kwargs`` (see :func:`make_client`)."""
+    """Yield ``client`` if it is a Client (left open) or the Client a factory ``client()``
+    returns (its caller owns it, e.g. a :class:`LazyClient`), else a new one for the spec
+    ``client`` and ``kwargs`` (see :func:`make_client`), closed afterwards."""
     from distributed import Client
 
     if isinstance(client, Client):
         yield client
         return
-    new = client() if callable(client) else make_client(client, **kwargs)
+    if callable(client):
+        yield client()
+        return
+    new = make_client(client, **kwargs)
     try:
         yield new
     finally:
         close_client(new)
+
+
+class LazyClient:
+    """A Dask client made on first use: ``get()`` returns it (starting the cluster the
+    first time), ``close()`` closes it if this object made it.  A command that finds
+    everything current never starts a cluster."""
+
+    def __init__(self, spec=None, **kwargs):
+        self._spec, self._kwargs = spec, kwargs
+        self._client = None
+        self._owned = False
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def get(self):
+        if self._client is None:
+            from distributed import Client
+
+            if isinstance(self._spec, Client):
+                self._client = self._spec
+            elif callable(self._spec):
+                self._client, self._owned = self._spec(), True
+            else:
+                self._client, self._owned = make_client(self._spec, **self._kwargs), True
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self._owned:
+            close_client(self._client)
+        self._client, self._owned = None, False

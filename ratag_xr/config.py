@@ -1,7 +1,6 @@
-"""Run configuration: every run parameter and stage parameter, with defaults.
+"""Run configuration: the values of every declared parameter, with their defaults.
 
-A run config is a YAML file with one mapping per section (``run``, ``ingest``,
-``prepare``, ``integrate``, ``xray``, ``calibrate``, ``cluster``)::
+A run config is a YAML file with one mapping per section::
 
     run:
       run_dir: RUN8            # relative to the YAML file
@@ -9,286 +8,245 @@ A run config is a YAML file with one mapping per section (``run``, ``ingest``,
     prepare:
       s2_method: mad
 
-Unknown keys and values of the wrong type are :class:`~ratag_xr.errors.ConfigError`
-naming the key and the file.  Defaults follow ALGORITHMS.md.
+The keys are the declared parameters (:mod:`ratag_xr.params`): the run, ingest and cluster
+keys below, the parameters of the features (:mod:`ratag_xr.features`) and of the stages
+(:mod:`ratag_xr.stages`).  Unknown keys, values of the wrong type, values outside their
+range and duplicated keys are a :class:`~ratag_xr.errors.ConfigError` naming the key and
+the file, raised when the config is read: before any work starts.  Values that can only
+be checked against the data (``n_pedestal`` against the record length, ``per_set`` names)
+are checked by the runner once the run is discovered, still before any pass.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ratag_xr.errors import ConfigError
+from ratag_xr.params import (
+    PARAMS,
+    Param,
+    at_least,
+    at_most,
+    declare,
+    one_of,
+    positive,
+    section_params,
+    sections,
+)
 
-
-@dataclass(frozen=True)
-class RunParams:
-    """Detector and gas parameters of a run (ALGORITHMS.md "Run parameters")."""
-
-    run_dir: str | None = None  # the raw run folder (CLI argument wins)
-    run_id: str | None = None  # defaults to the run folder's name
-    pressure: float = 2.0  # bar
-    temperature: float = 293.0  # K
-    drift_gap: float = 1.4  # cm
-    el_gap: float = 0.8  # cm
-    w_value: float = 22.0  # eV per electron-ion pair
-    e_xray: float = 12300.0  # eV
-    e_recoil: float | None = None  # eV; None compares with the X-ray's expected electrons
-    polarity: str = "negative"  # "negative" (PMT pulses go down) or "positive"
-    channel: int | None = None  # keep only `*_ch<N>.wfm` files; None keeps all
-
-    def __post_init__(self):
-        if self.polarity not in ("negative", "positive"):
-            raise ConfigError(
-                f"run.polarity must be 'negative' or 'positive', got {self.polarity!r}"
-            )
-        for name in ("pressure", "temperature", "drift_gap", "el_gap", "w_value", "e_xray"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"run.{name} must be > 0, got {getattr(self, name)!r}")
-
-    @property
-    def sign(self) -> float:
-        """Multiplier that makes PMT pulses positive-going."""
-        return -1.0 if self.polarity == "negative" else 1.0
-
-
-@dataclass(frozen=True)
-class IngestParams:
-    """How raw files become the Zarr waveform store (see ratag_xr.store.layout)."""
-
-    chunk_mb: float = 16.0  # target uncompressed size of one (set, frame-chunk, time) chunk
+RUN_PARAMS = declare(
+    Param("run.run_dir", None, str | None, "", "the raw run folder (the command-line argument "
+          "wins); relative to the YAML file", lineage=False),
+    Param("run.run_id", None, str | None, "", "run id used in plot and file names (default: "
+          "the run folder's name)"),
+    Param("run.pressure", 2.0, float, "bar", "gas pressure", checks=(positive,)),
+    Param("run.temperature", 293.0, float, "K", "gas temperature", checks=(positive,)),
+    Param("run.drift_gap", 1.4, float, "cm", "drift gap", checks=(positive,)),
+    Param("run.el_gap", 0.8, float, "cm", "EL gap", checks=(positive,)),
+    Param("run.w_value", 22.0, float, "eV", "W-value per electron-ion pair",
+          checks=(positive,)),
+    Param("run.e_xray", 12300.0, float, "eV", "X-ray energy", checks=(positive,)),
+    Param("run.e_recoil", None, float | None, "eV", "recoil energy E_R (null: compare with "
+          "the X-ray's expected electrons)", checks=(positive,)),
+    Param("run.polarity", "negative", str, "", "PMT pulse polarity (negative: pulses go down "
+          "and are flipped)", checks=(one_of("negative", "positive"),)),
+    Param("run.channel", None, int | None, "", "keep only `*_ch<N>.wfm` files",
+          checks=(at_least(0),)),
+    owner="config",
+)
+INGEST_PARAMS = declare(
+    Param("ingest.chunk_mb", 16.0, float, "MB", "target size of one (set, frame-chunk, time) "
+          "Zarr chunk", checks=(positive,), lineage=False),
     # lz4 + bit shuffle: the best ratio of the Blosc codecs measured on simulated PMT frames
     # within a few %, at ~3 GB/s per core (zstd + byte shuffle: 150-250 MB/s), so ingest is
     # bound by I/O, not compression (benchmarks/bench_ingest.py, benchmarks/README.md).
-    compressor: str = "lz4"  # Blosc codec: zstd, lz4, lz4hc, zlib, blosclz
-    clevel: int = 5
-    shuffle: str = "auto"  # auto: bit shuffle; or shuffle, bitshuffle, noshuffle
-    nfiles: int | None = None  # only the first N files of each set (test mode)
+    Param("ingest.compressor", "lz4", str, "", "Blosc codec of a new store; chosen by "
+          "measurement, see benchmarks/README.md",
+          checks=(one_of("lz4", "lz4hc", "zstd", "zlib", "blosclz"),), lineage=False),
+    Param("ingest.clevel", 5, int, "", "Blosc compression level of a new store",
+          checks=(at_least(0), at_most(9)),
+          lineage=False),
+    Param("ingest.shuffle", "auto", str, "", "Blosc shuffle of a new store (auto: bit "
+          "shuffle)", checks=(one_of("auto", "shuffle", "bitshuffle", "noshuffle"),),
+          lineage=False),
+    Param("ingest.nfiles", None, int | None, "", "only the first N files of each set (test "
+          "mode)", checks=(at_least(1),), lineage=False),
+    owner="config",
+)
+CLUSTER_PARAMS = declare(
+    Param("cluster.spec", "local", str, "", "local, slurm, pbs or tcp://host:port",
+          lineage=False),
+    Param("cluster.workers", None, int | None, "", "workers (local: one per core)",
+          checks=(at_least(1),), lineage=False),
+    Param("cluster.threads", None, int | None, "", "threads per worker",
+          checks=(at_least(1),), lineage=False),
+    Param("cluster.memory", None, str | None, "", "memory per worker, e.g. 4GiB",
+          lineage=False),
+    Param("cluster.jobs", None, int | None, "", "batch jobs for slurm/pbs",
+          checks=(at_least(1),), lineage=False),
+    owner="config",
+)
 
 
-@dataclass(frozen=True)
-class PrepareParams:
-    """S1 time (§3), S2 window (§4) and the shared signal conditioning (§2).
+def _declared() -> None:
+    """Import the features and stages, whose modules declare their parameters."""
+    import ratag_xr.features
+    import ratag_xr.stages  # noqa: F401
 
-    Names equal the per-frame kernels' parameter names, so a declaration's parameters are
-    looked up here directly.
+
+class Section:
+    """The values of one config section; ``section.key`` reads a value."""
+
+    __slots__ = ("_name", "_values")
+
+    def __init__(self, name: str, values: dict):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, key: str):
+        values = object.__getattribute__(self, "_values")
+        if key in values:
+            return values[key]
+        param = PARAMS.get(f"{object.__getattribute__(self, '_name')}.{key}")
+        if param is None:
+            raise AttributeError(f"config section {self._name!r} has no key {key!r}")
+        return param.default
+
+    def __setattr__(self, key, value):
+        raise AttributeError("a config is read-only: use Config.replace")
+
+    def to_dict(self) -> dict:
+        return {p.name: getattr(self, p.name) for p in section_params(self._name)}
+
+    def __repr__(self) -> str:
+        return f"Section({self._name!r}, {self.to_dict()!r})"
+
+
+class Config:
+    """A whole run configuration: ``config.prepare.threshold_s2``, ``config.get(key)``.
+
+    ``values`` maps sections to mappings of keys (as read from YAML); every value is
+    checked against its declaration, and keys not given take their declared default.
     """
 
-    n_pedestal: int = 2000  # samples averaged for the pedestal
-    ma_window: int = 9  # samples of the centred moving average
-    s1_batches: int = 5  # frame chunks averaged for the S1 estimate
-    s1_min_height: float = 0.001  # mV
-    s1_min_distance: int = 200  # samples
-    s1_sigma_threshold: float = 1.0
-    s1_hist_bins: int = 50
-    s2_clip: float = 0.02  # mV: smoothed values below are set to 0
-    threshold_s2: float = 0.4  # mV
-    s2_method: str = "percentile"  # percentile | mad | std
-    s2_duration_cuts: tuple[float, ...] = (5.0, 25.0)  # µs
-    s2_min_values: int = 10
+    def __init__(self, values: dict | None = None, source: str = "<config>"):
+        _declared()
+        values = values or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {values!r}")
+        known = sections()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; known: "
+                              f"{', '.join(known)}")
+        checked: dict[str, dict] = {}
+        for name, given in values.items():
+            given = {} if given is None else given
+            if not isinstance(given, dict):
+                raise ConfigError(f"{source}: {name}: expected a mapping of keys, got "
+                                  f"{given!r}")
+            declared = {p.name: p for p in section_params(name)}
+            bad = sorted(set(given) - set(declared))
+            if bad:
+                raise ConfigError(f"{source}: {name}: unknown key(s) {', '.join(bad)}; known: "
+                                  f"{', '.join(declared)}")
+            checked[name] = {k: declared[k].validate(v, source) for k, v in given.items()}
+        self._values = checked
+        self.source = source
+        from ratag_xr.params import check_config
 
-    def __post_init__(self):
-        if self.s2_method not in ("percentile", "mad", "std"):
-            raise ConfigError(f"prepare.s2_method must be percentile, mad or std, "
-                              f"got {self.s2_method!r}")
-        cuts = self.s2_duration_cuts
-        if len(cuts) != 2 or not cuts[0] < cuts[1]:
-            raise ConfigError(f"prepare.s2_duration_cuts must be [low, high] with low < high, "
-                              f"got {list(self.s2_duration_cuts)}")
-        if self.n_pedestal < 1 or self.ma_window < 1 or self.s1_batches < 1:
-            raise ConfigError("prepare.n_pedestal, ma_window and s1_batches must be >= 1")
+        check_config(self)
 
+    def __getattr__(self, section: str) -> Section:
+        if section.startswith("_") or section not in sections():
+            raise AttributeError(f"config has no section {section!r}")
+        return Section(section, self._values.get(section, {}))
 
-@dataclass(frozen=True)
-class XrayParams:
-    """X-ray event classification (§7); computed in the same pass as the S2 window."""
+    def get(self, key: str) -> Any:
+        """The value of ``section.name`` (its declared default when not given)."""
+        if key not in PARAMS:
+            raise ConfigError(f"{key!r} is not a declared parameter")
+        section, name = key.split(".")
+        return self._values.get(section, {}).get(name, PARAMS[key].default)
 
-    bs_threshold: float = 0.8  # mV
-    ts2_tol: float = -2.7  # µs: X-ray S2 search ends at t_s1 + time_drift + ts2_tol
-    max_area_s2: float = 1e5  # mV (a sum of samples)
-    min_s2_sep: float = 1.0  # µs
-    min_s1_sep: float = 1.0  # µs
+    def given(self) -> dict[str, dict]:
+        """Only the values given (not defaulted), by section."""
+        return {s: dict(v) for s, v in self._values.items()}
 
+    def to_dict(self) -> dict[str, dict]:
+        """Every declared value, by section (defaults included)."""
+        return {s: getattr(self, s).to_dict() for s in sections()}
 
-@dataclass(frozen=True)
-class IntegrateParams:
-    """Ion S2 area (§5) and its per-set Gaussian fit (§6)."""
+    def replace(self, values: dict[str, Any]) -> Config:
+        """A copy with ``{"section.name": value}`` replaced (checked like the file's)."""
+        merged = self.given()
+        for key, value in values.items():
+            if key not in PARAMS:
+                raise ConfigError(f"{key!r} is not a declared parameter")
+            section, name = key.split(".")
+            merged.setdefault(section, {})[name] = value
+        return Config(merged, self.source)
 
-    use_estimated_s2_windows: bool = True
-    bs_threshold: float = 0.8  # mV
-    ts2_tol: float = -2.7  # µs, fallback window start = t_s1 + time_drift + ts2_tol
-    width_s2: float = 1.1  # µs, fallback window width
-    bin_cuts: tuple[float, ...] = (0.0, 4.0)  # mV·µs
-    nbins: int = 100
-    exclude_index: int = 1  # leading bins left out of the fit (zero-area frames)
-    auto_range: bool = False  # range from robust statistics instead of bin_cuts
-    per_set: dict = field(default_factory=dict)  # {set name: {bin_cuts, nbins, auto_range}}
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
 
-    def __post_init__(self):
-        if len(self.bin_cuts) != 2 or not self.bin_cuts[0] < self.bin_cuts[1]:
-            raise ConfigError(f"integrate.bin_cuts must be [low, high] with low < high, "
-                              f"got {list(self.bin_cuts)}")
-        allowed = {"bin_cuts", "nbins", "auto_range"}
-        for name, values in self.per_set.items():
-            if not isinstance(values, dict) or set(values) - allowed:
-                raise ConfigError(f"integrate.per_set.{name}: expected a mapping with keys "
-                                  f"from {sorted(allowed)}, got {values!r}")
-
-    def histogram_for(self, set_name: str) -> dict:
-        """bin_cuts, nbins and auto_range for one set (per-set values win)."""
-        spec = {"bin_cuts": tuple(self.bin_cuts), "nbins": self.nbins,
-                "auto_range": self.auto_range}
-        spec.update(self.per_set.get(set_name, {}))
-        spec["bin_cuts"] = tuple(float(v) for v in spec["bin_cuts"])
-        return spec
+    def __repr__(self) -> str:
+        return f"Config({self.given()!r})"
 
 
-@dataclass(frozen=True)
-class CalibrateParams:
-    """Combined X-ray fit and calibration (§8), diffusion (§9)."""
-
-    xray_bin_cuts: tuple[float, ...] = (0.6, 20.0)  # mV·µs
-    xray_nbins: int = 100
-    xray_exclude_index: int = 0  # the range already starts above the pedestal peak
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (YAML keeps the last)."""
 
 
-@dataclass(frozen=True)
-class ClusterParams:
-    """Where Dask runs (see ratag_xr.cluster); CLI options override these."""
-
-    spec: str = "local"  # local | slurm | pbs | tcp://host:port
-    workers: int | None = None
-    threads: int | None = None
-    memory: str | None = None
-    jobs: int | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """A whole run configuration."""
-
-    run: RunParams = field(default_factory=RunParams)
-    ingest: IngestParams = field(default_factory=IngestParams)
-    prepare: PrepareParams = field(default_factory=PrepareParams)
-    xray: XrayParams = field(default_factory=XrayParams)
-    integrate: IntegrateParams = field(default_factory=IntegrateParams)
-    calibrate: CalibrateParams = field(default_factory=CalibrateParams)
-    cluster: ClusterParams = field(default_factory=ClusterParams)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def _unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key {key!r} given twice (lines {seen[key] + 1} and "
+                              f"{key_node.start_mark.line + 1}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
 
 
-def _check_type(value, annotation, where: str):
-    """Return ``value`` coerced to ``annotation`` (int -> float allowed) or raise ConfigError."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check_type(value, option, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(annotation)
-        item_type = args[0] if args else Any
-        return tuple(_check_type(v, item_type, where) for v in value)
-    if origin is dict or annotation is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return value
-    if annotation is Any:
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {annotation!r}")
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where} {key}" if where.endswith(":") else f"{where}.{key}"
-
-
-def build_section(cls, values: dict | None, where: str):
-    """Build the dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
-    values = values or {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        place = where.rstrip(":")
-        raise ConfigError(f"{place}: unknown key(s) {', '.join(unknown)}; known: {sorted(known)}")
-    kwargs = {}
-    for key, value in values.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = build_section(hint, value, _join(where, key))
-        else:
-            kwargs[key] = _check_type(value, hint, _join(where, key))
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        file = where.split(":")[0] if ":" in where else where
-        raise ConfigError(f"{file}: {err}") from None
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _unique_mapping)
 
 
 def config_from_dict(values: dict | None, source: str = "<config>") -> Config:
     """A :class:`Config` from nested mappings (as read from YAML)."""
-    return build_section(Config, values, f"{source}:")
+    return Config(values, source)
 
 
 def load_config(path: str | Path) -> Config:
     """Read a YAML run config; ``run.run_dir`` is resolved relative to the file."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config: {err}") from None
+        raise ConfigError(f"{path}: cannot read the config: {err.strerror}") from None
+    try:
+        values = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    config = config_from_dict(values, str(path))
+    config = Config(values, str(path))
     run_dir = config.run.run_dir
     if run_dir is not None and not Path(run_dir).is_absolute():
-        run = dataclasses.replace(config.run, run_dir=str((path.parent / run_dir).resolve()))
-        config = dataclasses.replace(config, run=run)
+        config = config.replace({"run.run_dir": str((path.parent / run_dir).resolve())})
     return config
 
 
 def with_overrides(config: Config, section: str, **values) -> Config:
     """A copy of ``config`` with keys of one section replaced (None values are ignored)."""
-    values = {k: v for k, v in values.items() if v is not None}
-    if not values:
-        return config
-    current = dataclasses.asdict(getattr(config, section))
-    current.update(values)
-    new = build_section(type(getattr(config, section)), current, section)
-    return dataclasses.replace(config, **{section: new})
+    values = {f"{section}.{k}": v for k, v in values.items() if v is not None}
+    return config.replace(values) if values else config
+
+
+def polarity_sign(config: Config) -> float:
+    """Multiplier that makes PMT pulses positive-going."""
+    return -1.0 if config.run.polarity == "negative" else 1.0

@@ -12,8 +12,9 @@ import numpy as np
 
 from ratag_xr.cluster import close_client
 from ratag_xr.io.owned import remove_simulated_run
-from ratag_xr.pipeline import load_results, run_pipeline
-from ratag_xr.pipeline.runner import run_failed, summary_table
+from ratag_xr.pipeline import load_results
+from ratag_xr.pipeline.summary import run_failed, summary_table
+from ratag_xr.runner import run_pipeline
 from ratag_xr.simulate import SimConfig, simulate_run
 
 #: 5 sets x 8 files x 70 frames at 2 GS/s int8: ~185 MB, ~20 accepted X-rays per set.

@@ -1,6 +1,6 @@
 """Map the registered per-frame kernels over a lazy (set, frame, time) waveform array.
 
-:func:`frame_records` runs every selected :class:`~ratag_xr.features.FrameFeature` kernel
+:func:`frame_records` runs every selected :class:`~ratag_xr.features.Feature` kernel
 on each waveform chunk in one Dask task, fused with the task that reads the chunk: the
 task gets the chunk's frames with ``time`` as the core dimension, the chunk's slice of the
 ``valid`` mask and of the per-set parameters, and returns one record per frame (a numpy
@@ -23,7 +23,7 @@ from dask.base import tokenize
 from dask.layers import ArrayBlockwiseDep
 
 from ratag_xr.errors import AnalysisError, RatagError
-from ratag_xr.features import FrameFeature, select
+from ratag_xr.features import Feature, select
 
 TIME = "time"
 # A time coordinate within this fraction of a sample of t0 + i*dt counts as uniform.
@@ -133,27 +133,31 @@ def _check_time_chunks(waveform: xr.DataArray) -> None:
             "ingest (rechunking along time copies every frame)")
 
 
-def _param_value(params, name: str, feature: FrameFeature, frame_dims):
-    """A parameter as float64: a scalar, or an array over ``frame_dims`` with length 1
+def _param_value(value, name: str, feature: Feature, frame_dims):
+    """A kernel input as float64: a scalar, or an array over ``frame_dims`` with length 1
     along the dims it does not have (it broadcasts against the frames)."""
-    if name in params:
-        value = params[name]
-    elif name in feature.defaults:
-        value = feature.defaults[name]
-    else:
-        raise AnalysisError(f"feature {feature.name!r} needs parameter {name!r}, which is "
-                            f"neither given nor defaulted (given: {sorted(params)})")
     if isinstance(value, xr.DataArray):
         extra = set(value.dims) - set(frame_dims)
         if extra:
-            raise AnalysisError(f"parameter {name!r} of feature {feature.name!r} has dims "
+            raise AnalysisError(f"input {name!r} of feature {feature.name!r} has dims "
                                 f"{value.dims}; allowed are {tuple(frame_dims)}")
         return _frame_shaped(value.astype(np.float64), frame_dims)
     try:
         return np.float64(value)
     except (TypeError, ValueError):
-        raise AnalysisError(f"parameter {name!r} of feature {feature.name!r} must be a "
+        raise AnalysisError(f"input {name!r} of feature {feature.name!r} must be a "
                             f"number or a DataArray, got {value!r}") from None
+
+
+def _inputs(feature: Feature, args: Mapping) -> list:
+    """The feature's inputs in kernel order from ``args`` (by feature name, then input
+    name; or flat by input name)."""
+    given = args.get(feature.name, args)
+    missing = [n for n in feature.arg_names if n not in given]
+    if missing:
+        raise AnalysisError(f"feature {feature.name!r} needs input(s) {missing}, which were "
+                            f"not given (given: {sorted(given)})")
+    return [given[n] for n in feature.arg_names]
 
 
 def _frame_shaped(value: xr.DataArray, frame_dims) -> np.ndarray:
@@ -218,7 +222,7 @@ class FrameRecords:
     data: object
     dims: tuple[str, ...]
     coords: dict
-    features: list[FrameFeature]
+    features: list[Feature]
     attrs: dict = field(default_factory=dict)
 
     def to_dataset(self, data=None) -> xr.Dataset:
@@ -235,7 +239,7 @@ class FrameRecords:
         return xr.Dataset(variables, coords=self.coords, attrs=dict(self.attrs))
 
 
-def frame_records(waveform: xr.DataArray, params: Mapping | xr.Dataset,
+def frame_records(waveform: xr.DataArray, args: Mapping,
                   features: str | Iterable[str] | None = None) -> FrameRecords:
     """Per-frame records of the selected features over ``waveform`` (see
     :func:`compute_features` for the arguments): lazy when the waveform is Dask-backed
@@ -251,8 +255,9 @@ def frame_records(waveform: xr.DataArray, params: Mapping | xr.Dataset,
 
     values, recorded = [], {}
     for feature in selected:
-        vals = [_param_value(params, name, feature, frame_dims) for name in feature.params]
-        recorded.update({name: _record(v) for name, v in zip(feature.params, vals,
+        vals = [_param_value(v, name, feature, frame_dims)
+                for name, v in zip(feature.arg_names, _inputs(feature, args), strict=True)]
+        recorded.update({name: _record(v) for name, v in zip(feature.arg_names, vals,
                                                              strict=True)})
         values.append(vals)
     outputs = [o for f in selected for o in f.outputs]
@@ -286,17 +291,18 @@ def frame_records(waveform: xr.DataArray, params: Mapping | xr.Dataset,
     return FrameRecords(records, frame_dims, coords, selected, attrs)
 
 
-def compute_features(waveform: xr.DataArray, params: Mapping | xr.Dataset,
+def compute_features(waveform: xr.DataArray, args: Mapping,
                      features: str | Iterable[str] | None = None) -> xr.Dataset:
     """Per-frame features of a (set, frame, time) waveform array, lazily.
 
     ``waveform``: raw codes (or decoded floats) with a uniform ``time`` coordinate in µs
     that is a single chunk; attrs ``scale_factor`` (mV/code, polarity sign included) and
-    ``add_offset`` (mV).  ``params``: parameter name -> scalar or DataArray (e.g. per
-    ``set``), a dict or a Dataset; missing names take the features' defaults.
+    ``add_offset`` (mV).  ``args``: each feature's kernel inputs by name, as
+    :func:`ratag_xr.features.arguments` gives them (feature name -> input name -> scalar
+    or DataArray, e.g. per ``set``); a flat mapping input name -> value also works.
     ``features``: None (all registered), a pass name ("pass1", "pass2"), a feature name or
     a list of names.  Returns a Dataset with the waveform's non-time dims and coords, one
     variable per feature output (``units``, ``long_name``); outputs of frames whose
     ``valid`` coordinate is False are NaN (integer outputs: their declared fill).
     """
-    return frame_records(waveform, params, features).to_dataset()
+    return frame_records(waveform, args, features).to_dataset()

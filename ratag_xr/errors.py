@@ -76,6 +76,3 @@ class BusyError(OutputError):
 class AnalysisError(RatagError):
     """An analysis step cannot be done for a set (the reason is recorded, the run goes on)."""
 
-
-class FitError(AnalysisError):
-    """A fit could not be performed or did not converge."""

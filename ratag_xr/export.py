@@ -1,15 +1,17 @@
-"""The files of ALGORITHMS.md §10, written from the labeled result datasets.
+"""The files of ALGORITHMS.md §10 and the per-frame table, written from the labeled results.
 
 Per set, in ``OUT/<set>/``: ``s2_areas.npy``, ``s2_results.json``, ``xray_areas.npy``,
-``xray_results.json``.  Per run, in ``OUT/plots/``: ``<run_id>_xray_areas_combined.npy``,
-``<run_id>_xray_metadata.json`` and the PNG figures (150 DPI).
+``xray_results.json`` and ``frames.parquet`` (one row per frame, one column per frame
+identity coordinate and per feature output).  Per run, in ``OUT/plots/``:
+``<run_id>_xray_areas_combined.npy`` and ``<run_id>_xray_metadata.json`` (the PNG figures
+are the plots stage's).
 
 Every file is written atomically (:mod:`ratag_xr.io.atomic`): a reader never sees a
 half-written file, and a failed export leaves the previous file in place.  JSON has no
 NaN: a value that is NaN in the datasets (a failed step) is written as ``null``.
-Areas are mV·µs, times µs; each JSON states its units in a ``units`` object.  Frames keep
-their order (files by name, then frames in file) and are named by
-:func:`~ratag_xr.plots.wf_id`.
+Areas are mV·µs, times µs; each JSON states its units in a ``units`` object and each
+parquet column in its field metadata.  Frames keep their order (files in natural order,
+then frames in file) and are named by :func:`~ratag_xr.plots.wf_id`.
 """
 
 from __future__ import annotations
@@ -22,37 +24,28 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ratag_xr import plots
 from ratag_xr.errors import AnalysisError, ConfigError
 from ratag_xr.io.atomic import (
     atomic_open,
-    atomic_save_figure,
     atomic_save_npy,
     atomic_write_json,
     atomic_write_text,
     dumps_json,
 )
 from ratag_xr.plots import wf_id
+from ratag_xr.vocabulary import XrayOutcome
 
-__all__ = ["XRAY_REASONS", "export_run", "export_set", "save_plots", "wf_id"]
+__all__ = ["S2_PARAMS", "export_run", "export_set", "frames_table", "wf_id"]
 
-#: X-ray outcome code (``frames.xray_code``) -> reason written in ``xray_results.json``.
-XRAY_REASONS = {
-    -1: "not classifiable",
-    0: "accepted",
-    1: "excessive S2 signal above baseline",
-    2: "no signal above baseline",
-    3: "insufficient separation",
-}
-#: ``sets`` count variable -> X-ray codes it counts (checked against the frames).
+#: ``sets`` count variable -> X-ray outcomes it counts (checked against the frames).
 XRAY_COUNTS = {
-    "n_xray_events": (-1, 0, 1, 2, 3), "n_xray_accepted": (0,), "n_xray_rejected": (-1, 1, 2, 3),
-    "n_xray_not_classifiable": (-1,),
-    "n_xray_excessive_s2": (1,), "n_xray_no_signal": (2,), "n_xray_insufficient_separation": (3,),
-}  # fmt: skip
+    "n_xray_events": tuple(XrayOutcome),
+    "n_xray_rejected": tuple(o for o in XrayOutcome if o != XrayOutcome.ACCEPTED),
+    **{o.count_name: (o,) for o in XrayOutcome},
+}
 
-#: Keys of ``s2_results.json`` ``params`` taken from the caller's parameters (with units);
-#: ``t_window`` comes from the window each set actually integrated.
+#: Keys of ``s2_results.json`` ``params`` (§10) with their units; ``t_window`` comes from
+#: the window each set actually integrated.
 S2_PARAMS = {"n_pedestal": "samples", "ma_window": "samples", "bs_threshold": "mV",
              "dt": "µs", "width_s2": "µs"}  # fmt: skip
 SET_METADATA = (
@@ -67,6 +60,8 @@ S2_FIT_FIELDS = {
     "n_entries": "s2_area_n_entries", "fit_reason": "s2_fit_reason", "n_frames": "n_frames",
     "n_area_nan": "n_area_nan",
 }  # fmt: skip
+#: Frame identity columns of ``frames.parquet``, first, in this order.
+IDENTITY = ("file", "frame_in_file", "trigger_time")
 _EVENT_BLOCK = 65536  # frames formatted per write: bounds memory for sets of millions
 
 
@@ -83,40 +78,48 @@ def _units(ds: xr.Dataset, name: str) -> str:
 
 @dataclass(frozen=True)
 class SetFrames:
-    """Per-frame results of the valid frames of one set, in frame order (numpy arrays)."""
+    """Per-frame results of the valid frames of one set, in frame order (numpy arrays):
+    the identity columns and every per-frame variable of ``frames``."""
 
-    file: np.ndarray
-    frame_in_file: np.ndarray
-    s2_area: np.ndarray
-    xray_code: np.ndarray
-    xray_area: np.ndarray
+    columns: dict
 
     @classmethod
     def from_frames(cls, frames: xr.Dataset, set_name: str) -> SetFrames:
         """Select ``set_name`` from ``frames`` and drop the padding slots."""
         fr = frames.sel(set=set_name)
         valid = np.asarray(fr["valid"].values, dtype=bool)
-        result = cls(
-            file=np.asarray(fr["file"].values)[valid].astype(str),
-            frame_in_file=np.asarray(fr["frame_in_file"].values)[valid].astype(np.int64),
-            s2_area=np.asarray(fr["s2_area"].values, dtype=np.float64)[valid],
-            xray_code=np.asarray(fr["xray_code"].values)[valid].astype(np.int64),
-            xray_area=np.asarray(fr["xray_area"].values, dtype=np.float64)[valid],
-        )  # fmt: skip
+        columns = {"file": np.asarray(fr["file"].values)[valid].astype(str),
+                   "frame_in_file": np.asarray(fr["frame_in_file"].values)[valid]
+                   .astype(np.int64)}
+        if "trigger_time" in fr.variables:
+            columns["trigger_time"] = np.asarray(fr["trigger_time"].values)[valid]
+        for name, var in fr.data_vars.items():
+            if var.dims == ("frame",):
+                columns[name] = np.asarray(var.values)[valid]
+        result = cls(columns)
         result._check(set_name)
         return result
 
+    def __getattr__(self, name):
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise AttributeError(f"no per-frame variable {name!r}") from None
+
     @property
     def accepted(self) -> np.ndarray:
-        return self.xray_code == 0
+        return self.xray_code == XrayOutcome.ACCEPTED
 
     def _check(self, set_name: str) -> None:
-        unknown = ~np.isin(self.xray_code, list(XRAY_REASONS))
+        if "xray_code" not in self.columns:
+            return
+        unknown = ~np.isin(self.xray_code, [int(o) for o in XrayOutcome])
         if unknown.any():
             i = int(np.argmax(unknown))
             raise AnalysisError(
                 f"set {set_name}, frame {wf_id(self.file[i], self.frame_in_file[i])}: X-ray code "
-                f"{self.xray_code[i]} is none of the known outcomes {sorted(XRAY_REASONS)}"
+                f"{self.xray_code[i]} is none of the known outcomes "
+                f"{[int(o) for o in XrayOutcome]}"
             )
         no_area = self.accepted & ~np.isfinite(self.xray_area)
         if no_area.any():
@@ -155,18 +158,18 @@ def _event_lines(frames: SetFrames) -> Iterator[str]:
     hold millions of frames.  Strings that need escaping (the file stems) are encoded by
     :func:`json.dumps` once per file; floats use ``repr``, which is what json writes.
     """
-    reasons = {code: json.dumps(reason) for code, reason in XRAY_REASONS.items()}
+    reasons = {int(o): json.dumps(o.reason) for o in XrayOutcome}
     files, file_index = np.unique(frames.file, return_inverse=True)
     # '"<stem>_ff' — the closing quote follows the frame number.
     prefixes = [json.dumps(wf_id(f, 0), ensure_ascii=False)[:-2] for f in files]
     for start in range(0, frames.file.size, _EVENT_BLOCK):
         block = slice(start, start + _EVENT_BLOCK)
-        codes = frames.xray_code[block].tolist()
+        codes = frames.xray_code[block].astype(np.int64).tolist()
         areas = frames.xray_area[block].tolist()
         numbers = frames.frame_in_file[block].tolist()
         for idx, code, number, area in zip(file_index[block].tolist(), codes, numbers, areas,
                                            strict=True):  # fmt: skip
-            accepted = code == 0
+            accepted = code == XrayOutcome.ACCEPTED
             yield (f'{{"wf_id": {prefixes[idx]}{number}", "accepted": '
                    f'{"true" if accepted else "false"}, "reason": {reasons[code]}, '
                    f'"area": {repr(area) if accepted else "null"}}}')  # fmt: skip
@@ -177,15 +180,15 @@ def xray_results_header(set_name: str, frames: SetFrames, row: xr.Dataset, param
     """``xray_results.json`` without its ``events`` list; counts checked against ``row``."""
     n_events = int(frames.xray_code.size)
     n_accepted = int(np.count_nonzero(frames.accepted))
-    for var, codes in XRAY_COUNTS.items():
+    for var, outcomes in XRAY_COUNTS.items():
         if var in row.variables:
-            counted = int(np.isin(frames.xray_code, codes).sum())
+            counted = int(np.isin(frames.xray_code, [int(o) for o in outcomes]).sum())
             stored = int(row[var].values)
             if counted != stored:
                 raise AnalysisError(f"set {set_name}: {var} = {stored} in sets, but the frames "
                                     f"hold {counted} such X-ray outcomes")  # fmt: skip
-    by_reason = {reason: int(np.count_nonzero(frames.xray_code == code))
-                 for code, reason in XRAY_REASONS.items()}  # fmt: skip
+    by_reason = {o.reason: int(np.count_nonzero(frames.xray_code == o))
+                 for o in XrayOutcome}  # fmt: skip
     return {
         "set_id": set_name, "params": params, "n_events": n_events, "n_accepted": n_accepted,
         "n_rejected": n_events - n_accepted, "n_by_reason": by_reason,
@@ -208,14 +211,14 @@ def _write_xray_results(path: Path, head: str, frames: SetFrames) -> Path:
 
 
 def export_set(out_dir, set_name: str, sets: xr.Dataset, frames: xr.Dataset, params: dict,
-               lineage: dict) -> list[Path]:  # fmt: skip
-    """Write the four per-set files into ``out_dir/<set_name>/``; returns their paths.
+               lineage: dict, *, xray_params: dict | None = None) -> list[Path]:
+    """Write the per-set files into ``out_dir/<set_name>/``; returns their paths.
 
-    ``params``: the analysis parameters; ``n_pedestal``, ``ma_window``, ``bs_threshold``
-    (mV), ``dt`` (the set's sample spacing, µs) and ``width_s2`` (µs) are required for
-    ``s2_results.json``; the whole dict is written as ``xray_results.json`` ``params``.
-    ``lineage``: configuration and code version, copied into both JSON files.
-    The S2 method is the ``s2_window_method`` attribute of ``sets`` (else ``params["method"]``).
+    ``params``: ``n_pedestal``, ``ma_window``, ``bs_threshold`` (mV), ``dt`` (the set's
+    sample spacing, µs) and ``width_s2`` (µs) for ``s2_results.json``; ``xray_params`` (by
+    default ``params``) is written as ``xray_results.json`` ``params``.  ``lineage``:
+    configuration and code version, copied into both JSON files.  The S2 method is the
+    ``s2_window_method`` attribute of ``sets`` (else ``params["method"]``).
     """
     method = sets.attrs.get("s2_window_method", params.get("method"))
     if not method:
@@ -225,15 +228,50 @@ def export_set(out_dir, set_name: str, sets: xr.Dataset, frames: xr.Dataset, par
     fr = SetFrames.from_frames(frames, set_name)
     # Every check runs before the first file is written: a refused set leaves no files.
     s2_text = dumps_json(s2_results(row, params, lineage, method))
-    xray_head = dumps_json(xray_results_header(set_name, fr, row, params, lineage))
+    xray_head = dumps_json(xray_results_header(set_name, fr, row, xray_params or params,
+                                               lineage))
+    table = frames_table(fr, frames)
     folder = Path(out_dir) / set_name
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        atomic_save_npy(folder / "s2_areas.npy", fr.s2_area),
+        atomic_save_npy(folder / "s2_areas.npy", fr.s2_area.astype(np.float64)),
         atomic_write_text(folder / "s2_results.json", s2_text),
-        atomic_save_npy(folder / "xray_areas.npy", fr.xray_area[fr.accepted]),
+        atomic_save_npy(folder / "xray_areas.npy", fr.xray_area[fr.accepted].astype(np.float64)),
         _write_xray_results(folder / "xray_results.json", xray_head, fr),
+        write_frames_table(folder / "frames.parquet", table),
     ]
+
+
+def frames_table(fr: SetFrames, frames: xr.Dataset):
+    """``frames.parquet`` content as a :class:`pyarrow.Table`: the identity columns, then
+    every per-frame variable, each field with its ``units`` and ``long_name`` metadata."""
+    import pyarrow as pa
+
+    order = [c for c in IDENTITY if c in fr.columns]
+    order += [c for c in fr.columns if c not in order]
+    fields, arrays = [], []
+    for name in order:
+        values = fr.columns[name]
+        attrs = frames[name].attrs if name in frames.variables else {}
+        meta = {"units": str(attrs.get("units", "1")),
+                "long_name": str(attrs.get("long_name", name))}
+        if name == "trigger_time":
+            array = pa.array(values.astype("datetime64[ns]"), type=pa.timestamp("ns", "UTC"))
+            meta["units"] = "UTC"
+        else:
+            array = pa.array(values)
+        fields.append(pa.field(name, array.type, metadata=meta))
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def write_frames_table(path: Path, table) -> Path:
+    """Write a frames table as parquet (zstd), atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_open(path) as fh:
+        pq.write_table(table, fh, compression="zstd")
+    return Path(path)
 
 
 def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: xr.Dataset,
@@ -263,41 +301,3 @@ def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: 
         atomic_save_npy(folder / f"{run_id}_xray_areas_combined.npy", combined),
         atomic_write_json(folder / f"{run_id}_xray_metadata.json", metadata),
     ]
-
-
-def save_plots(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset,
-               waveforms_by_set: dict[str, xr.Dataset] | None = None) -> list[Path]:  # fmt: skip
-    """Render the §10 figures as 150 DPI PNG into ``out_dir/plots/``; returns their paths.
-
-    Per set ``<set>_s2_histogram.png`` and, for the sets in ``waveforms_by_set`` (set name
-    -> the frames to show, see :func:`~ratag_xr.plots.plot_waveform_validation`),
-    ``<set>_waveform_validation.png``; per run ``<run_id>_xray_histogram.png``,
-    ``_s2_vs_drift.png``, ``_s2_vs_drift_normalized.png``, ``_diffusion_analysis.png`` and
-    ``_recombination.png``.  Figures are not registered with pyplot, so each is freed as
-    soon as it is saved and dropped.
-    """
-    folder = Path(out_dir) / "plots"
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [str(s) for s in sets["set"].values]
-    waveforms_by_set = waveforms_by_set or {}
-    unknown = sorted(set(waveforms_by_set) - set(names))
-    if unknown:
-        raise AnalysisError(f"waveforms given for set(s) {unknown} that are not in sets")
-    paths = []
-    for name in names:
-        fig = plots.plot_s2_histogram(sets, name, run_id)
-        paths.append(atomic_save_figure(folder / f"{name}_s2_histogram.png", fig))
-        if name in waveforms_by_set:
-            fig = plots.plot_waveform_validation(waveforms_by_set[name], sets.sel(set=name),
-                                                 run_id)  # fmt: skip
-            paths.append(atomic_save_figure(folder / f"{name}_waveform_validation.png", fig))
-    per_run = {
-        "xray_histogram": lambda: plots.plot_xray_histogram(run, run_id),
-        "s2_vs_drift": lambda: plots.plot_s2_vs_drift(sets, run_id),
-        "s2_vs_drift_normalized": lambda: plots.plot_s2_vs_drift(sets, run_id, normalized=True),
-        "diffusion_analysis": lambda: plots.plot_diffusion(sets, run, run_id),
-        "recombination": lambda: plots.plot_recombination(sets, run_id),
-    }
-    for suffix, make in per_run.items():
-        paths.append(atomic_save_figure(folder / f"{run_id}_{suffix}.png", make()))
-    return paths

@@ -6,6 +6,7 @@ import pytest
 
 from ratag_xr.config import Config, config_from_dict, load_config, with_overrides
 from ratag_xr.errors import ConfigError
+from ratag_xr.stages.integrate import histogram_spec
 
 
 def test_defaults_follow_algorithms_md():
@@ -23,13 +24,13 @@ def test_defaults_follow_algorithms_md():
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"prepare": {"ma_windw": 9}}, "prepare: unknown key(s) ma_windw"),
-    ({"prepare": {"ma_window": "nine"}}, "prepare.ma_window: expected an integer"),
+    ({"prepare": {"ma_window": "nine"}}, "prepare.ma_window: expected a whole number"),
     ({"run": {"pressure": "high"}}, "run.pressure: expected a number"),
-    ({"run": {"pressure": -1}}, "run.pressure must be > 0"),
+    ({"run": {"pressure": -1}}, "run.pressure = -1.0 must be > 0"),
     ({"integrate": {"bin_cuts": [4, 0]}}, "integrate.bin_cuts"),
     ({"integrate": {"per_set": {"A": {"bins": 3}}}}, "integrate.per_set.A"),
     ({"prepare": {"s2_method": "mean"}}, "s2_method"),
-    ({"nonsense": {}}, "unknown key(s) nonsense"),
+    ({"nonsense": {}}, "unknown section(s) nonsense"),
 ])
 def test_bad_values_name_the_key_and_the_file(values, message):
     with pytest.raises(ConfigError, match="run.yaml") as err:
@@ -46,9 +47,9 @@ def test_yaml_resolves_run_dir_and_per_set_overrides(tmp_path):
     c = load_config(path)
     assert c.run.run_dir == str((tmp_path / "RUN8").resolve())
     assert c.run.pressure == 2.0 and isinstance(c.run.pressure, float)
-    assert c.integrate.histogram_for("S1") == {"bin_cuts": (0.0, 2.0), "nbins": 50,
-                                               "auto_range": False}
-    assert c.integrate.histogram_for("S2")["bin_cuts"] == (0.0, 4.0)
+    assert histogram_spec(c.integrate, "S1") == {"bin_cuts": (0.0, 2.0), "nbins": 50,
+                                                 "auto_range": False}
+    assert histogram_spec(c.integrate, "S2")["bin_cuts"] == (0.0, 4.0)
     assert with_overrides(c, "ingest", nfiles=2).ingest.nfiles == 2
 
 

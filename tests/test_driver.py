@@ -9,9 +9,19 @@ import xarray as xr
 from distributed import Client, LocalCluster
 from numba import guvectorize
 
+from ratag_xr.config import Config
 from ratag_xr.driver import code_scaling, compute_features, time_axis
 from ratag_xr.errors import AnalysisError, RatagError
-from ratag_xr.features import FEATURES, FeatureOutput, FrameFeature, register, unregister
+from ratag_xr.features import (
+    FEATURES,
+    Feature,
+    Output,
+    SetInput,
+    arguments,
+    register,
+    select,
+    unregister,
+)
 
 try:
     from tests.test_kernels import PASS1_OUTPUTS, reference_pass1, reference_pass2
@@ -24,7 +34,8 @@ N_VALID = {"setA": 5, "setB": 3}  # frames per set; 6 slots each, the rest is pa
 N_SLOTS = 6
 T_S1 = [-1.0, -0.6]
 TIME_DRIFT = [12.0, 15.0]
-PARAMS = {"n_pedestal": 100, "ma_window": 9, "max_area_s2": 400.0}
+CONFIG = Config({"prepare": {"n_pedestal": 100, "ma_window": 9},
+                 "xray": {"max_area_s2": 400.0}})
 
 
 def make_frames(rng) -> np.ndarray:
@@ -80,30 +91,29 @@ def waveform_array(raw, chunks=None, count_reads=False) -> xr.DataArray:
         attrs={"scale_factor": SCALE, "add_offset": OFFSET, "units": "mV"})
 
 
-def per_set_params() -> dict:
+def per_set() -> xr.Dataset:
     sets = list(N_VALID)
-    params = dict(PARAMS)
-    params["t_s1"] = xr.DataArray(T_S1, dims="set", coords={"set": sets})
-    params["time_drift"] = xr.DataArray(TIME_DRIFT, dims="set", coords={"set": sets})
     start = np.array(T_S1) + np.array(TIME_DRIFT) - 0.5
-    params["s2_window_start"] = xr.DataArray(start, dims="set", coords={"set": sets})
-    params["s2_window_end"] = xr.DataArray(start + 5.0, dims="set", coords={"set": sets})
-    return params
+    return xr.Dataset({"t_s1": ("set", T_S1), "time_drift": ("set", TIME_DRIFT),
+                       "s2_window_start": ("set", start), "s2_window_end": ("set", start + 5)},
+                      coords={"set": sets})
 
 
-def reference_params(params: dict, s: int) -> dict:
-    """Plain floats of set ``s``, with the declared defaults of the built-in features."""
-    p = {}
-    for feature in ("s2_window_xray", "s2_area"):
-        p.update(FEATURES[feature].defaults)
-    for name, value in params.items():
-        p[name] = float(value[s]) if isinstance(value, xr.DataArray) else float(value)
+def per_set_params(features=None, config=CONFIG) -> dict:
+    """The kernels' inputs as the pipeline resolves them: config values, per-set values."""
+    return arguments(select(features), config, per_set())
+
+
+def reference_params(s: int, config=CONFIG) -> dict:
+    """Plain floats of set ``s``: every feature's parameters from ``config``, per-set
+    inputs from :func:`per_set`."""
+    p = {item.arg: float(config.get(item.key)) for f in FEATURES.values() for item in f.params}
+    p.update({name: float(v[s]) for name, v in per_set().data_vars.items()})
     return p
 
 
 def test_features_match_reference_per_frame(threads_client, raw):
-    params = per_set_params()
-    lazy = compute_features(waveform_array(raw), params)
+    lazy = compute_features(waveform_array(raw), per_set_params())
     assert all(isinstance(v.data, da.Array) for v in lazy.data_vars.values())
     ds = lazy.compute()
     expected_vars = {*PASS1_OUTPUTS, "s2_area"}
@@ -116,7 +126,7 @@ def test_features_match_reference_per_frame(threads_client, raw):
     assert list(ds.xray_code.attrs["flag_values"]) == [-1, 0, 1, 2, 3]
     assert ds.xray_code.attrs["flag_meanings"].split()[1] == "accepted"
     for s, n_valid in enumerate(N_VALID.values()):
-        p = reference_params(params, s)
+        p = reference_params(s)
         for f in range(N_SLOTS):
             got = ds.isel(set=s, frame=f)
             if f >= n_valid:  # padding frame
@@ -145,12 +155,13 @@ def test_all_features_read_each_chunk_once(threads_client, raw):
     assert READS == [(1, 2, N_SAMPLES)] * (len(N_VALID) * N_SLOTS // 2)
 
 
-def test_selection_by_pass_and_params_dataset(threads_client, raw):
-    params = xr.Dataset({k: v for k, v in per_set_params().items()
-                         if isinstance(v, xr.DataArray)})
-    ds = compute_features(waveform_array(raw), params, features="pass2").compute()
+def test_selection_by_pass_and_config(threads_client, raw):
+    config = CONFIG.replace({"prepare.n_pedestal": 2000})
+    ds = compute_features(waveform_array(raw), per_set_params("pass2", config),
+                          features="pass2").compute()
     assert list(ds.data_vars) == ["s2_area"]
-    p = reference_params(dict(params.data_vars), 1) | {"n_pedestal": 2000.0}
+    p = reference_params(1, config)
+    assert p["n_pedestal"] == 2000.0
     np.testing.assert_allclose(ds.s2_area[1, 0], reference_pass2(raw[1, 0], SCALE, OFFSET,
                                                                   T0, DT, p), rtol=1e-9)
 
@@ -164,12 +175,11 @@ def frame_max(raw, scale, offset, t0, dt, out):
 
 
 def test_registered_feature_appears_in_output(threads_client, raw):
-    feature = FrameFeature(name="frame_max", kernel=frame_max, params=(),
-                           outputs=(FeatureOutput("max_code_mv", "mV", "largest code"),),
-                           pass_name="pass1")
+    feature = Feature(name="frame_max", kernel=frame_max, inputs=(),
+                      outputs=(Output("max_code_mv", "mV", "largest code"),), pass_="pass1")
     register(feature)
     try:
-        ds = compute_features(waveform_array(raw), per_set_params(), features="pass1")
+        ds = compute_features(waveform_array(raw), per_set_params("pass1"), features="pass1")
         assert {"max_code_mv", "s2_start", "xray_code"} <= set(ds.data_vars)
         assert "s2_area" not in ds
         got = ds.max_code_mv.compute()
@@ -185,10 +195,10 @@ def test_registered_feature_appears_in_output(threads_client, raw):
 
 def test_feature_declaration_must_match_kernel():
     with pytest.raises(RatagError, match="kernel takes 5 inputs"):
-        FrameFeature(name="bad", kernel=frame_max, params=("t_s1",),
-                     outputs=(FeatureOutput("x", "mV", "x"),), pass_name="pass1")
+        Feature(name="bad", kernel=frame_max, inputs=(SetInput("t_s1", "µs"),),
+                outputs=(Output("x", "mV", "x"),), pass_="pass1")
     with pytest.raises(RatagError, match="fill value"):
-        FeatureOutput("code", "1", "a code", dtype=np.int8)
+        Output("code", "1", "a code", dtype=np.int8)
 
 
 def test_time_axis_split_into_chunks_is_refused(raw):
@@ -198,9 +208,12 @@ def test_time_axis_split_into_chunks_is_refused(raw):
 
 
 def test_missing_parameter_is_refused(raw):
-    params = {k: v for k, v in per_set_params().items() if k != "t_s1"}
     with pytest.raises(AnalysisError, match="'t_s1'"):
-        compute_features(waveform_array(raw), params, features="pass1")
+        arguments(select("pass1"), CONFIG, per_set().drop_vars("t_s1"))
+    args = per_set_params("pass1")
+    del args["s2_window_xray"]["t_s1"]
+    with pytest.raises(AnalysisError, match="'t_s1'"):
+        compute_features(waveform_array(raw), args, features="pass1")
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -233,9 +246,9 @@ def test_code_scaling_sources():
 
 def test_kernels_run_in_worker_processes(client, raw):
     """Tasks are serialized to worker processes: the cached kernels must survive that."""
-    ds = compute_features(waveform_array(raw), per_set_params(), features="pass2")
+    ds = compute_features(waveform_array(raw), per_set_params("pass2"), features="pass2")
     got = client.compute(ds.s2_area).result()
-    p = reference_params(per_set_params(), 0)
+    p = reference_params(0)
     np.testing.assert_allclose(got[0, 0], reference_pass2(raw[0, 0], SCALE, OFFSET, T0, DT, p),
                                rtol=1e-9)
 

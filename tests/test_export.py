@@ -18,7 +18,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from ratag_xr.errors import AnalysisError, ConfigError
-from ratag_xr.export import XRAY_REASONS, export_run, export_set
+from ratag_xr.export import export_run, export_set
 from ratag_xr.io.atomic import (
     atomic_save_figure,
     atomic_save_npy,
@@ -26,6 +26,7 @@ from ratag_xr.io.atomic import (
     atomic_write_text,
     to_jsonable,
 )
+from ratag_xr.vocabulary import XrayOutcome
 
 RUN_ID = "RUN9"
 GATES = [100, 200, 300, 400]
@@ -191,7 +192,10 @@ def make_frames() -> xr.Dataset:
          "xray_area": (dims, x_area, {"units": "mV·µs"}),
          "s2_duration": (dims, np.full(shape, 10.0), {"units": "µs"})},
         coords={"set": SETS, "file": (dims, files), "frame_in_file": (dims, in_file),
-                "valid": (dims, valid)},
+                "valid": (dims, valid),
+                "trigger_time": (dims, np.datetime64("2026-03-12T09:00:00", "ns")
+                                 + np.arange(shape[1]) * np.timedelta64(50, "ms")
+                                 + np.zeros(shape, dtype="timedelta64[ns]"))},
     )  # fmt: skip
 
 
@@ -253,7 +257,8 @@ def test_every_file_has_its_exact_name(exported):
     for name in SETS:
         expected = {
             out / name / f
-            for f in ("s2_areas.npy", "s2_results.json", "xray_areas.npy", "xray_results.json")
+            for f in ("s2_areas.npy", "s2_results.json", "xray_areas.npy", "xray_results.json",
+                      "frames.parquet")
         }
         assert set(paths[name]) == expected  # fmt: skip
         assert all(p.is_file() for p in expected)
@@ -328,7 +333,7 @@ def test_xray_results_events(exported):
             assert pattern.match(ev["wf_id"]), ev["wf_id"]
             assert isinstance(ev["accepted"], bool)
             code = expected_codes(s)[j]
-            assert ev["reason"] == XRAY_REASONS[code]
+            assert ev["reason"] == XrayOutcome(code).reason
             assert ev["accepted"] == (code == 0)
             assert (ev["area"] is None) == (code != 0)
     doc = strict_json(out / SETS[1] / "xray_results.json")
@@ -342,6 +347,29 @@ def test_xray_results_events(exported):
     assert strict_json(out / SETS[NO_XRAY] / "xray_results.json")["n_by_reason"] == {
         "not classifiable": 10, "accepted": 0, "excessive S2 signal above baseline": 10,
         "no signal above baseline": 20, "insufficient separation": 10}  # fmt: skip
+
+
+def test_frames_table_has_every_valid_frame_in_order_with_units(exported):
+    import pyarrow.parquet as pq
+
+    out, _ = exported
+    for s, name in enumerate(SETS):
+        table = pq.read_table(out / name / "frames.parquet")
+        assert table.column_names[:3] == ["file", "frame_in_file", "trigger_time"]
+        assert set(table.column_names[3:]) == {"s2_area", "xray_code", "xray_area",
+                                               "s2_duration"}
+        assert table.num_rows == N_VALID  # padding slots left out
+        cols = table.to_pydict()
+        assert cols["file"] == [file_name(s, j // PER_FILE) for j in range(N_VALID)]
+        assert cols["frame_in_file"] == list(np.arange(N_VALID) % PER_FILE)
+        np.testing.assert_array_equal(np.array(cols["s2_area"], dtype=float),
+                                      expected_s2_areas(s))
+        assert cols["xray_code"] == list(expected_codes(s))
+        units = {f.name: f.metadata[b"units"].decode() for f in table.schema}
+        assert units["s2_area"] == "mV·µs" and units["s2_duration"] == "µs"
+        assert units["trigger_time"] == "UTC"
+        first = table.column("trigger_time")[1].as_py()
+        assert (first.year, first.month, first.second, first.microsecond) == (2026, 3, 0, 50000)
 
 
 def test_run_exports(exported):
@@ -395,12 +423,16 @@ def test_contract_violations_write_nothing(tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_reasons_match_the_kernel_codes():
-    from ratag_xr.kernels.pass1 import XRAY_CODE_MEANINGS
+def test_reasons_are_the_words_of_algorithms_md_and_the_kernel_codes():
+    from ratag_xr.kernels import pass1
 
-    assert set(XRAY_REASONS) == set(XRAY_CODE_MEANINGS)
-    for code, meaning in XRAY_CODE_MEANINGS.items():
-        assert XRAY_REASONS[code].lower().replace(" ", "_") == meaning
+    # §7's rejection reasons, as written there
+    assert XrayOutcome.EXCESSIVE_S2.reason == "excessive S2 signal above baseline"
+    assert XrayOutcome.NO_SIGNAL.reason == "no signal above baseline"
+    assert XrayOutcome.INSUFFICIENT_SEPARATION.reason == "insufficient separation"
+    for outcome in XrayOutcome:
+        assert getattr(pass1, f"XRAY_{outcome.name}") == int(outcome)
+        assert outcome.reason.lower().replace(" ", "_") == outcome.meaning
 
 
 # --- atomic writes ------------------------------------------------------------------------

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ratag_xr.kernels import XRAY_CODE_MEANINGS, frame_pass1, frame_pass2
+from ratag_xr.kernels import frame_pass1, frame_pass2
+from ratag_xr.vocabulary import XrayOutcome
 
 PASS1_PARAMS = ("n_pedestal", "ma_window", "threshold_s2", "s2_clip", "t_s1", "time_drift",
                 "ts2_tol", "bs_threshold", "max_area_s2", "min_s2_sep", "min_s1_sep")
@@ -23,6 +24,7 @@ PASS2_PARAMS = ("n_pedestal", "ma_window", "bs_threshold", "s2_window_start",
 NAN_OUTPUTS = {"pedestal": np.nan, "s2_start": np.nan, "s2_end": np.nan,
                "s2_duration": np.nan, "xray_code": -1, "xray_area": np.nan}
 CODE_RANGE = {"int8": (-128, 127), "int16": (-32768, 32767)}
+EDGE_TOLERANCE = 1e-6  # ALGORITHMS.md §2: window edges compared to 1e-6 x dt
 
 
 # ---------------------------------------------------------------- plain-numpy reference
@@ -69,13 +71,14 @@ def reference_pass1(raw, scale, offset, t0, dt, p):
         return out
     w = int(p["ma_window"])
     t = t0 + np.arange(len(raw)) * dt
+    tol = EDGE_TOLERANCE * dt  # §2: window edges equal to a sample time up to rounding
     ped, v = signal(raw, scale, p["n_pedestal"])
     out["pedestal"] = ped * scale + offset
 
     # §4: smooth the whole frame, clip, first/last sample above threshold after the limit
     if p["threshold_s2"] >= 0 and not np.isnan(p["s2_clip"]):
         smooth = clip(moving_average(v, w), p["s2_clip"])
-        above = np.flatnonzero((t > p["t_s1"] + 0.75 * p["time_drift"])
+        above = np.flatnonzero((t > p["t_s1"] + 0.75 * p["time_drift"] + tol)
                                & (smooth > p["threshold_s2"]))
         if above.size and t[above[-1]] > t[above[0]]:
             out["s2_start"], out["s2_end"] = t[above[0]], t[above[-1]]
@@ -87,10 +90,10 @@ def reference_pass1(raw, scale, offset, t0, dt, p):
     if np.isnan(x_start) or any(np.isnan(p[k]) for k in names):
         return out
     bs = p["bs_threshold"]
-    if v[(t >= x_start) & (v > bs)].sum() > p["max_area_s2"]:
+    if v[(t >= x_start - tol) & (v > bs)].sum() > p["max_area_s2"]:
         out["xray_code"] = 1
         return out
-    window = (t >= p["t_s1"]) & (t <= x_start)
+    window = (t >= p["t_s1"] - tol) & (t <= x_start + tol)
     if not window.any():
         return out  # nothing to classify: -1
     smooth = clip(moving_average(v[window], w), bs)
@@ -116,7 +119,8 @@ def reference_pass2(raw, scale, offset, t0, dt, p):
     if not ok or len(raw) == 0 or np.isnan(x).any():
         return np.nan
     t = t0 + np.arange(len(raw)) * dt
-    window = (t >= p["s2_window_start"]) & (t <= p["s2_window_end"])
+    tol = EDGE_TOLERANCE * dt
+    window = (t >= p["s2_window_start"] - tol) & (t <= p["s2_window_end"] + tol)
     if not window.any():
         return np.nan
     _, v = signal(raw, scale, p["n_pedestal"])
@@ -232,7 +236,7 @@ def test_random_frames_match_and_reach_every_outcome():
         expected = check_frame(*realistic_frame(rng, dtype))
         codes.append(expected["xray_code"])
         crossings.append(np.isfinite(expected["s2_start"]))
-    counts = {c: codes.count(c) for c in XRAY_CODE_MEANINGS}
+    counts = {int(c): codes.count(c) for c in XrayOutcome}
     assert all(counts[c] > 5 for c in (0, 1, 2, 3)), counts
     assert 20 < sum(crossings) < len(crossings) - 20
 
@@ -440,3 +444,27 @@ def test_kernels_broadcast_over_frames_and_sets():
                                        p | {"t_s1": t_s1[s, 0]})
             got = {k: v[s, f] for k, v in zip(PASS1_OUTPUTS, values, strict=True)}
             assert_pass1_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float64"])
+def test_window_edges_equal_to_a_sample_up_to_rounding(dtype):
+    """§2: an edge within 1e-6 dt of a sample time is that sample's time (inclusive windows
+    keep it); farther away it is not.  Without the tolerance, an edge computed as a median
+    of sample times could drop the edge sample depending on how the time axis was built."""
+    rng = np.random.default_rng(5)
+    t0, dt, n = -3.0, 0.2e-3, 4000
+    raw = rng.integers(40, 90, n).astype(dtype)
+    p = {"n_pedestal": 200.0, "ma_window": 9.0, "bs_threshold": 0.0}
+    t = t0 + np.arange(n) * dt
+    i, j = 1500, 2500
+    for shift, inside in ((0.4e-6, True), (-0.4e-6, True), (5e-6, False)):
+        start = t[i] + shift * dt  # > t[i] by less than the tolerance: t[i] stays in
+        end = t[j] - shift * dt
+        got = run_pass2(raw, 0.05, 0.0, t0, dt, p | {"s2_window_start": start,
+                                                      "s2_window_end": end})
+        lo, hi = (i, j) if inside else (i + 1, j - 1)
+        _, v = signal(raw, 0.05, 200)
+        expected = np.trapezoid(clip(moving_average(v[lo:hi + 1], 9), 0.0), dx=dt)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+        assert got == pytest.approx(reference_pass2(raw, 0.05, 0.0, t0, dt, p | {
+            "s2_window_start": start, "s2_window_end": end}), rel=1e-12)

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from ratag_xr.errors import AnalysisError
-from ratag_xr.export import save_plots
 from ratag_xr.plots import (
     plot_diffusion,
     plot_recombination,
@@ -167,12 +166,6 @@ def test_a_plot_without_any_value_says_so(results):
     assert fig.axes[0].get_xlim()[0] < 71.43 and fig.axes[0].get_xlim()[1] > 285.71
 
 
-def test_save_plots_refuses_waveforms_of_unknown_sets(tmp_path, results):
-    sets, run, _, _ = results
-    with pytest.raises(AnalysisError, match="NoSuchSet"):
-        save_plots(tmp_path, RUN_ID, sets, run, {"NoSuchSet": make_waveforms(0)})
-
-
 def test_diffusion_has_three_panels_and_the_fit_line(results):
     sets, run, _, _ = results
     fig = plot_diffusion(sets, run, RUN_ID)
@@ -219,9 +212,27 @@ def png_chunks(data: bytes):
         pos += 12 + length
 
 
-def test_save_plots_writes_every_png_at_150_dpi(tmp_path, results):
+def test_every_registered_figure_is_a_150_dpi_png(tmp_path, results):
+    """Each figure of the plots stage's registry, drawn from the results and saved as the
+    stage saves it (the validation figure from in-memory frames instead of a store)."""
+    from ratag_xr.io.atomic import atomic_save_figure
+    from ratag_xr.pipeline.results import Results
+    from ratag_xr.stages.plots import FIGURES, FigureJob, figure_path
+
     sets, run, _, waveforms = results
-    paths = save_plots(tmp_path, RUN_ID, sets, run, waveforms)
+    job = FigureJob(run_id=RUN_ID, plots_dir=tmp_path, store=tmp_path / "none.zarr",
+                    n_pedestal=2000, exclude_index=1, xray_exclude_index=0)
+    res = Results(sets=sets, run=run, frames=xr.Dataset(), lineage={})
+    paths = []
+    for spec in FIGURES:
+        for name in (SETS if spec.per == "set" else [None]):
+            if spec.name == "waveform_validation":
+                if name not in waveforms:
+                    continue
+                fig = plot_waveform_validation(waveforms[name], sets.sel(set=name), RUN_ID)
+            else:
+                fig = spec.draw(job, res, name)
+            paths.append(atomic_save_figure(figure_path(job, spec, name), fig))
     names = {p.name for p in paths}
     expected = {f"{s}_s2_histogram.png" for s in SETS}
     expected |= {f"{s}_waveform_validation.png" for s in (SETS[0], SETS[FAILED])}
@@ -229,7 +240,7 @@ def test_save_plots_writes_every_png_at_150_dpi(tmp_path, results):
                                            "s2_vs_drift_normalized", "diffusion_analysis",
                                            "recombination")}  # fmt: skip
     assert names == expected
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == expected  # no temp files left
+    assert {p.name for p in tmp_path.iterdir()} == expected  # no temp files left
     for path in paths:
         data = path.read_bytes()
         assert len(data) > 20_000, path.name

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from ratag_xr.config import Config, IngestParams, RunParams
+from ratag_xr.config import Config
 from ratag_xr.errors import IngestOrderError, RunLayoutError
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import (
@@ -19,7 +19,7 @@ from ratag_xr.store import (
 )
 from tests.conftest import write_random_set
 
-SMALL_CHUNKS = Config(ingest=IngestParams(chunk_mb=0.05))  # ~12 frames of 2000 int16 samples
+SMALL_CHUNKS = Config({"ingest": {"chunk_mb": 0.05}})  # ~12 frames of 2000 int16 samples
 
 
 def make_run(root, n_files=3):
@@ -161,7 +161,7 @@ def test_corrupt_file_is_reported_and_skipped(tmp_path, client, capsys):
 def test_params_from_config_change_fields(tmp_path, client):
     run = tmp_path / "run"
     make_run(run, n_files=1)
-    cfg = Config(run=RunParams(drift_gap=2.0), ingest=SMALL_CHUNKS.ingest)
+    cfg = SMALL_CHUNKS.replace({"run.drift_gap": 2.0})
     ingest(run, tmp_path / "w.zarr", config=cfg, client=client, progress=False)
     ds = open_set(tmp_path / "w.zarr", "FieldScan_Gate200_Anode1700")
     assert float(ds.drift_field) == pytest.approx(100.0)

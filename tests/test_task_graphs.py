@@ -13,17 +13,19 @@ import xarray as xr
 from dask._task_spec import Task
 from distributed import get_task_stream
 
+from ratag_xr.config import Config
 from ratag_xr.driver import compute_features, frame_records
+from ratag_xr.features import arguments, select
 from ratag_xr.pipeline import load_results, run_pipeline
 from ratag_xr.pipeline.context import open_analysis
 from ratag_xr.pipeline.frames import analysis_nodes, compute_pass, map_features
-from ratag_xr.pipeline.outputs import plot_outputs
 from ratag_xr.simulate import SimConfig, simulate_run
+from ratag_xr.stages.plots import ANALYSIS, figure_job, render
 
 RUN = SimConfig(sets=((100, 1600), (200, 1700)), files_per_set=3, frames_per_file=30,
                 sampling_rate_gs=1.0, record_start_us=-4.0, record_end_us=25.0,
                 xray_fraction=0.3, seed=5)
-PASS2 = {"n_pedestal": 2000, "ma_window": 9, "bs_threshold": 0.8}
+CONFIG = Config()
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,14 @@ def analysed(tmp_path_factory, client):
     return open_analysis(run_dir, out=out)
 
 
-def _windows(run) -> dict:
+def _windows(run) -> xr.Dataset:
     sets = load_results(run.out).sets
-    return {name: sets[name] for name in ("s2_window_start", "s2_window_end")}
+    return sets[["s2_window_start", "s2_window_end"]]
+
+
+def _pass2_args(run, ds) -> dict:
+    """pass-2 kernel inputs for node ``ds``, as the pipeline resolves them."""
+    return arguments(select("pass2"), CONFIG, _windows(run).sel(set=ds.set.values))
 
 
 def _keys(records) -> list[str]:
@@ -47,11 +54,9 @@ def _keys(records) -> list[str]:
 
 def test_a_pass_is_one_task_per_chunk(analysed):
     nodes = analysis_nodes(analysed.store)
-    windows = _windows(analysed)
     n_tasks = 0
     for ds in nodes.values():
-        params = PASS2 | {k: v.sel(set=ds.set.values) for k, v in windows.items()}
-        records = frame_records(ds.waveform, params, "pass2")
+        records = frame_records(ds.waveform, _pass2_args(analysed, ds), "pass2")
         (optimized,) = dask.optimize(records.data)
         graph = dict(optimized.__dask_graph__())
         work = [key for key, node in graph.items() if type(node) is Task]
@@ -64,12 +69,10 @@ def test_a_pass_is_one_task_per_chunk(analysed):
 
 def test_compute_pass_equals_the_lazy_dataset_and_runs_no_other_chunk_tasks(analysed, client):
     nodes = analysis_nodes(analysed.store)
-    windows = xr.Dataset(_windows(analysed))
-    lazy = map_features(nodes, "pass2", PASS2, per_set=windows,
-                        per_set_names=tuple(windows.data_vars))
+    windows = _windows(analysed)
+    lazy = map_features(nodes, "pass2", CONFIG, per_set=windows)
     with get_task_stream(client) as stream:
-        eager = compute_pass(nodes, "pass2", PASS2, client, per_set=windows,
-                             per_set_names=tuple(windows.data_vars), progress=False)
+        eager = compute_pass(nodes, "pass2", CONFIG, client, per_set=windows, progress=False)
     xr.testing.assert_identical(eager, lazy.compute(scheduler="synchronous"))
     assert np.isfinite(eager.s2_area.where(eager.valid)).sum() > 100
     n_chunks = sum(math.prod(ds.waveform.data.numblocks) for ds in nodes.values())
@@ -81,8 +84,7 @@ def test_compute_pass_equals_the_lazy_dataset_and_runs_no_other_chunk_tasks(anal
 
 def test_records_do_not_depend_on_the_chunking(analysed):
     ds = next(iter(analysis_nodes(analysed.store).values()))
-    windows = _windows(analysed)
-    params = PASS2 | {k: v.sel(set=ds.set.values) for k, v in windows.items()}
+    params = _pass2_args(analysed, ds)
     reference = compute_features(ds.waveform.compute(), params, "pass2")
     for chunks in ({"set": 1, "frame": 7}, {"set": 2, "frame": 45}, {"frame": -1}):
         got = compute_features(ds.waveform.chunk(chunks), params, "pass2")
@@ -90,10 +92,10 @@ def test_records_do_not_depend_on_the_chunking(analysed):
 
 
 def test_figure_tasks_read_in_place(analysed, client):
-    analysed.force = True
     with get_task_stream(client) as stream:
-        paths = plot_outputs(analysed, client)
+        paths = render(figure_job(analysed, analysed.config), load_results(analysed.out),
+                       ANALYSIS, client)
     keys = _keys(r["key"] for r in stream.data)
     assert len(paths) >= 2 * len(RUN.sets) + 5
-    assert keys and all(k.startswith("_figure_task") for k in keys), sorted(set(keys))
+    assert keys and all(k.startswith("_draw") for k in keys), sorted(set(keys))
     assert len(keys) == len(paths)  # one task per figure, each writing one file

@@ -7,25 +7,25 @@ them; ``ratag_xr.driver`` maps them over a lazy (set, frame, time) waveform arra
 Modules: ``pass1`` and ``pass2`` (the kernels), ``conditioning`` (pedestal, windows,
 moving-average scans and sums), ``numeric`` (input-type dependent arithmetic, checks).
 
-numba's on-disk cache (``cache=True``) is keyed on the source file of each compiled
-function only: after editing ``conditioning.py`` or ``numeric.py``, touch ``pass1.py``
-and ``pass2.py`` (or delete ``__pycache__``) so that the kernels are recompiled.
+The kernels are compiled into a cache folder named after a hash of every source file
+here (:mod:`ratag_xr.kernels._cache`), so editing any of them recompiles every kernel.
 """
 
-from ratag_xr.kernels.pass1 import (
-    XRAY_ACCEPTED,
-    XRAY_CODE_MEANINGS,
-    XRAY_EXCESSIVE_S2,
-    XRAY_INSUFFICIENT_SEPARATION,
-    XRAY_NO_SIGNAL,
-    XRAY_NOT_CLASSIFIABLE,
-    frame_pass1,
-)
-from ratag_xr.kernels.pass2 import frame_pass2
+from ratag_xr.kernels._cache import kernel_cache
+
+with kernel_cache():
+    from ratag_xr.kernels.pass1 import (
+        XRAY_ACCEPTED,
+        XRAY_EXCESSIVE_S2,
+        XRAY_INSUFFICIENT_SEPARATION,
+        XRAY_NO_SIGNAL,
+        XRAY_NOT_CLASSIFIABLE,
+        frame_pass1,
+    )
+    from ratag_xr.kernels.pass2 import frame_pass2
 
 __all__ = [
     "XRAY_ACCEPTED",
-    "XRAY_CODE_MEANINGS",
     "XRAY_EXCESSIVE_S2",
     "XRAY_INSUFFICIENT_SEPARATION",
     "XRAY_NOT_CLASSIFIABLE",

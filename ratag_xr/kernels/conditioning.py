@@ -7,6 +7,8 @@ Conventions (part of the analysis definition, see ALGORITHMS.md §2):
 
 * time of sample ``i``: ``t0 + i * dt`` (µs), evaluated exactly as numpy evaluates
   ``t0 + numpy.arange(n) * dt``, so kernels and numpy select the same samples;
+* a time window edge is compared with a tolerance of ``1e-6 * dt``: ``t >= edge - tol``
+  and ``t <= edge + tol`` for inclusive edges, ``t > edge + tol`` for strict ones;
 * pedestal: mean of the first ``n_pedestal`` codes; the pedestal-subtracted signal is
   ``v[i] = (raw[i] - pedestal) * scale`` (mV; ``scale`` carries the polarity sign);
 * moving average over a *domain* ``[a, b]`` of samples (the whole frame, or a time window
@@ -30,6 +32,8 @@ from numba import njit
 from ratag_xr.kernels.numeric import acc_zero, block_buffer, block_value, sum_limit
 
 BLOCK = 2048  # box outputs per block of prefix sums
+#: Window edges are compared with this tolerance, in sample spacings (ALGORITHMS.md §2).
+EDGE_TOLERANCE = 1e-6
 SUM_BLOCK = 16384  # samples per int32 partial sum: 16384 * 2**15 < 2**31
 
 
@@ -47,12 +51,19 @@ def pedestal_codes(raw, n_pedestal):
 def first_index(t0, dt, n, limit, inclusive):
     """Smallest ``i`` in [0, n] with ``t0 + i*dt > limit`` (``>=`` if inclusive); n if none.
 
+    The edge has the tolerance of ALGORITHMS.md §2: ``EDGE_TOLERANCE * dt``.  A sample
+    whose time equals ``limit`` up to that tolerance counts as equal: inside an inclusive
+    edge, outside a strict one.  (A window edge computed from sample times, a median of
+    them say, equals a sample time only up to rounding.)
+
     ``dt`` must be > 0, so sample times increase and the answer is a boundary; it is
     located from an estimate and then fixed with the exact numpy expression.
     """
     if limit != limit:
         return n
-    x = (limit - t0) / dt
+    tol = EDGE_TOLERANCE * dt
+    edge = limit - tol if inclusive else limit + tol
+    x = (edge - t0) / dt
     if x <= 0.0:
         i = 0
     elif x >= n:
@@ -60,14 +71,14 @@ def first_index(t0, dt, n, limit, inclusive):
     else:
         i = np.int64(x)
     if inclusive:
-        while i > 0 and t0 + (i - 1) * dt >= limit:
+        while i > 0 and t0 + (i - 1) * dt >= edge:
             i -= 1
-        while i < n and not t0 + i * dt >= limit:
+        while i < n and not t0 + i * dt >= edge:
             i += 1
     else:
-        while i > 0 and t0 + (i - 1) * dt > limit:
+        while i > 0 and t0 + (i - 1) * dt > edge:
             i -= 1
-        while i < n and not t0 + i * dt > limit:
+        while i < n and not t0 + i * dt > edge:
             i += 1
     return i
 

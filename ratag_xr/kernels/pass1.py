@@ -21,21 +21,16 @@ from ratag_xr.kernels.conditioning import (
     sum_above,
 )
 from ratag_xr.kernels.numeric import MAX_MA_WINDOW, as_count, has_nan, is_finite
+from ratag_xr.vocabulary import XrayOutcome
 
-# X-ray outcome codes (ALGORITHMS.md §7); -1 when the frame cannot be classified
-# (NaN samples, NaN or invalid parameters, or an X-ray window holding no sample).
-XRAY_NOT_CLASSIFIABLE = -1
-XRAY_ACCEPTED = 0
-XRAY_EXCESSIVE_S2 = 1
-XRAY_NO_SIGNAL = 2
-XRAY_INSUFFICIENT_SEPARATION = 3
-XRAY_CODE_MEANINGS = {
-    XRAY_NOT_CLASSIFIABLE: "not_classifiable",
-    XRAY_ACCEPTED: "accepted",
-    XRAY_EXCESSIVE_S2: "excessive_s2_signal_above_baseline",
-    XRAY_NO_SIGNAL: "no_signal_above_baseline",
-    XRAY_INSUFFICIENT_SEPARATION: "insufficient_separation",
-}
+# X-ray outcome codes (ALGORITHMS.md §7) as plain ints, which numba compiles in as
+# constants; NOT_CLASSIFIABLE when the frame cannot be classified (NaN samples, NaN or
+# invalid parameters, or an X-ray window holding no sample).
+XRAY_NOT_CLASSIFIABLE = int(XrayOutcome.NOT_CLASSIFIABLE)
+XRAY_ACCEPTED = int(XrayOutcome.ACCEPTED)
+XRAY_EXCESSIVE_S2 = int(XrayOutcome.EXCESSIVE_S2)
+XRAY_NO_SIGNAL = int(XrayOutcome.NO_SIGNAL)
+XRAY_INSUFFICIENT_SEPARATION = int(XrayOutcome.INSUFFICIENT_SEPARATION)
 
 _SCALARS = "float64, " * 15
 _SIGNATURES = [
@@ -108,11 +103,12 @@ def frame_pass1(raw, scale, offset, t0, dt, n_pedestal, ma_window, threshold_s2,
     samples, §7); ``min_s2_sep``, ``min_s1_sep`` µs.
 
     Outputs (filled in place): ``pedestal`` mV; ``s2_start``, ``s2_end``, ``s2_duration``
-    µs (NaN without a crossing or with end <= start); ``xray_code`` (see
-    ``XRAY_CODE_MEANINGS``); ``xray_area`` mV·µs (NaN unless accepted).  NaN samples and
-    invalid parameters (NaN, ``n_pedestal`` not an integer >= 1, ``ma_window`` not an
-    integer in [1, 32768], ``dt <= 0``, ``scale == 0``, ``threshold_s2 < 0``) make the
-    outputs that need them NaN (code -1), never an exception.
+    µs (NaN without a crossing or with end <= start); ``xray_code`` (a
+    :class:`~ratag_xr.vocabulary.XrayOutcome`); ``xray_area`` mV·µs (NaN unless
+    accepted).  NaN samples and invalid parameters (NaN, ``n_pedestal`` not an integer
+    >= 1, ``ma_window`` not an integer in [1, 32768], ``dt <= 0``, ``scale == 0``,
+    ``threshold_s2 < 0``) make the outputs that need them NaN (code -1), never an
+    exception.
     """
     pedestal[0] = np.nan
     s2_start[0] = np.nan

@@ -15,14 +15,6 @@ import numpy as np
 from ratag_xr.errors import ConfigError
 from ratag_xr.physics.transport import number_density, reduced_field
 
-#: Units and labels of the x variables of the three diffusion panels.
-PANEL_X_VARIABLES = {
-    "time_drift": ("us", "drift time"),
-    "t_over_v2": ("us^3/mm^2", "drift time / drift speed^2"),
-    "field_per_pressure": ("V/cm/bar", "drift field / pressure"),
-    "red_drift_field": ("Td", "reduced drift field"),
-}
-
 
 @dataclass(frozen=True)
 class DiffusionFit:
@@ -53,7 +45,7 @@ class DiffusionFit:
 def diffusion_x_variables(
     time_drift, speed_drift, drift_field, *, pressure_bar: float, temperature_k: float
 ) -> dict:
-    """The x variables of the diffusion panels, keyed as :data:`PANEL_X_VARIABLES`.
+    """The x variables of the diffusion panels.
 
     ``time_drift`` (µs), ``t_over_v2`` = time_drift / speed_drift² (µs³/mm²),
     ``field_per_pressure`` = drift_field / pressure (V·cm⁻¹·bar⁻¹, the reference's

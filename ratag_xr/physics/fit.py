@@ -88,58 +88,14 @@ def _failed(reason: str, *, n_entries: float, n_total: float, ndf: int = 0) -> G
     )  # fmt: skip
 
 
-def histogram(values, bin_cuts=(0.0, 4.0), nbins: int = 100):
-    """Counts and edges of ``values`` in ``nbins`` equal bins over ``bin_cuts``.
-
-    NaN and values outside ``bin_cuts`` are ignored (the last bin includes its right edge,
-    as in :func:`numpy.histogram`).  Every chunk histogrammed with the same ``bin_cuts`` and
-    ``nbins`` gets identical edges, so chunk counts can simply be summed.
-    """
-    lo, hi = _check_cuts(bin_cuts)
-    if int(nbins) < 1:
-        raise ConfigError(f"nbins must be >= 1, got {nbins}")
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    counts, edges = np.histogram(v, bins=int(nbins), range=(lo, hi))
-    return counts, edges
-
-
-def _check_cuts(bin_cuts):
-    lo, hi = (float(c) for c in bin_cuts)
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ConfigError(f"bin_cuts must be finite with low < high, got {tuple(bin_cuts)}")
-    return lo, hi
-
-
-def robust_range(values, k: float = 5.0, floor: float | None = 0.0):
-    """Automatic histogram range ``median ± k × 1.4826 × MAD`` of the finite ``values``.
-
-    The lower end is clipped at ``floor`` (areas are not negative; ``None`` disables it).
-    When the MAD is 0 the standard deviation is used, and when that is 0 too a range of
-    ±0.5 around the median.  Returns ``(low, high)``, or ``None`` when no value is finite
-    (the caller then keeps its configured ``bin_cuts``).
-
-    A chunked caller needs no full pass over the data: apply this to a subsample (e.g. the
-    areas of the first chunk or every n-th frame; the median and MAD of a few hundred
-    values are accurate to a few percent), or histogram every chunk finely over a wide
-    fixed range, sum, and use :func:`robust_range_hist`.
-    """
-    v = np.asarray(values, dtype=float).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return None
-    centre = float(np.median(v))
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(v - centre)))
-    if scale == 0.0:
-        scale = float(np.std(v))
-    return _range_around(centre, scale, k, floor)
-
-
 def robust_range_hist(counts, edges, k: float = 5.0, floor: float | None = 0.0):
-    """:func:`robust_range` computed from a (summed) histogram instead of values.
+    """Automatic histogram range ``median ± k × 1.4826 × MAD`` from a (summed) histogram.
 
     Median and MAD come from the cumulative counts (linear inside a bin), so the result is
-    exact up to the bin width.  Returns ``None`` for an empty histogram.
+    exact up to the bin width; a chunked caller histograms every chunk finely over a wide
+    fixed range, sums the counts and calls this.  The lower end is clipped at ``floor``
+    (areas are not negative; ``None`` disables it); a zero MAD falls back to the standard
+    deviation.  Returns ``None`` for an empty histogram.
     """
     counts, edges = _check_hist(counts, edges)
     if counts.sum() <= 0:

@@ -1,20 +1,31 @@
-"""The analysis stages of a run, from raw files to every output.
+"""The analysis of a run, from raw files to every output, as Python functions.
 
     ingest -> prepare -> integrate -> classify -> calibrate -> export -> plots
 
-Each stage is a function of a :class:`Run` (or a run directory / YAML config) that
-stores its labeled results in ``OUT/results.zarr`` and reuses them while their lineage
-(raw file manifest, configuration, package versions, upstream stages) is unchanged.
+The stages are declared in :mod:`ratag_xr.stages` and run by :mod:`ratag_xr.runner`; each
+stores its labeled results in ``OUT/results.zarr`` and is reused while its lineage (raw
+file manifest, the config values it reads, package and feature versions, upstream
+stages) is unchanged.
 """
 
-from ratag_xr.pipeline.calibrate import run_calibration_analysis
+from ratag_xr.pipeline.api import (
+    prepare_run,
+    run_calibration_analysis,
+    run_ion_integration,
+    run_xray_classification,
+)
 from ratag_xr.pipeline.context import Run, open_analysis
-from ratag_xr.pipeline.integrate import run_ion_integration
-from ratag_xr.pipeline.prepare import prepare_run
 from ratag_xr.pipeline.results import Results, load_results
-from ratag_xr.pipeline.runner import STAGES, run_pipeline
-from ratag_xr.pipeline.xray import run_xray_classification
 
-__all__ = ["STAGES", "Results", "Run", "load_results", "open_analysis", "prepare_run",
+
+def __getattr__(name):
+    if name in ("run_pipeline", "PIPELINE"):
+        from ratag_xr import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'ratag_xr.pipeline' has no attribute {name!r}")
+
+
+__all__ = ["PIPELINE", "Results", "Run", "load_results", "open_analysis", "prepare_run",
            "run_calibration_analysis", "run_ion_integration", "run_pipeline",
            "run_xray_classification"]

@@ -1,5 +1,6 @@
 """The analysis handle of a run: where its raw data, stores and outputs live, its
-configuration, its Dask client, and the lineage that decides when a stage is stale."""
+configuration and its Dask client; the package versions and the input manifest hash that
+enter every lineage (:mod:`ratag_xr.runner`)."""
 
 from __future__ import annotations
 
@@ -26,20 +27,10 @@ class Run:
     run_dir: Path
     out: Path
     config: Config = field(default_factory=Config)
-    client: object | None = None  # a distributed.Client, or None for a temporary local one
+    client: object | None = None  # a distributed.Client or a cluster spec (None: the config's)
     nfiles: int | None = None  # test mode: first N files of each set
-    force: bool = False  # recompute stages even when their lineage is unchanged
+    force: bool = False  # recompute the stages of a call even when their lineage is unchanged
     progress: bool = True  # progress bars (stderr) on the passes over the waveforms
-    computed: set = field(default_factory=set)  # stages computed by this handle (force once)
-
-    def reuse(self, stage: str, lineage: dict) -> bool:
-        """True when ``stage`` is stored with this lineage and need not be recomputed:
-        ``force`` redoes a stage once per handle, not every time a later stage needs it."""
-        from ratag_xr.pipeline.results import stage_is_current
-
-        if self.force and stage not in self.computed:
-            return False
-        return stage_is_current(self.results, stage, lineage)
 
     @property
     def run_id(self) -> str:
@@ -59,20 +50,37 @@ class Run:
 
 
 def open_analysis(target, *, out=None, config: Config | None = None, client=None,
-                  nfiles: int | None = None, force: bool = False) -> Run:
-    """A :class:`Run` from a run directory or a YAML run config (``run.run_dir`` inside)."""
+                  nfiles: int | None = None, force: bool | None = None,
+                  overrides: dict | None = None) -> Run:
+    """A :class:`Run` from a run directory, a YAML run config (``run.run_dir`` inside) or
+    a :class:`Run` (a copy, with the keywords given applied to it).
+
+    ``overrides``: config values by key (``{"prepare.estimate_s2_windows": False}``, None
+    values ignored), checked like the YAML's; they become part of the run's config, so
+    they are in the lineage of every stage that reads them.
+    """
     if isinstance(target, Run):
-        return target
-    path = Path(target)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        config = load_config(path)
-        if config.run.run_dir is None:
-            raise ConfigError(f"{path}: run.run_dir is not set")
-        path = Path(config.run.run_dir)
-    config = config or Config()
-    nfiles = nfiles if nfiles is not None else config.ingest.nfiles
-    return Run(run_dir=path, out=Path(out) if out is not None else path, config=config,
-               client=client, nfiles=nfiles, force=force)
+        run = dataclasses.replace(
+            target, out=Path(out) if out is not None else target.out,
+            config=config if config is not None else target.config,
+            client=client if client is not None else target.client,
+            nfiles=nfiles if nfiles is not None else target.nfiles,
+            force=target.force if force is None else force)
+    else:
+        path = Path(target)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            config = load_config(path) if config is None else config
+            if config.run.run_dir is None:
+                raise ConfigError(f"{path}: run.run_dir is not set")
+            path = Path(config.run.run_dir)
+        config = config or Config()
+        nfiles = nfiles if nfiles is not None else config.ingest.nfiles
+        run = Run(run_dir=path, out=Path(out) if out is not None else path, config=config,
+                  client=client, nfiles=nfiles, force=bool(force))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        run = dataclasses.replace(run, config=run.config.replace(given))
+    return run
 
 
 def versions() -> dict[str, str]:
@@ -94,19 +102,6 @@ def manifest_hash(run: Run) -> str:
     return hashlib.sha256(json.dumps(ok).encode()).hexdigest()
 
 
-def lineage(run: Run, stage: str, sections: tuple[str, ...], upstream: dict | None = None) -> dict:
-    """What a stage's output depends on; its ``hash`` changes when any input changes."""
-    config = {name: dataclasses.asdict(getattr(run.config, name)) for name in sections}
-    if "run" in config:
-        config["run"].pop("run_dir")  # where the raw files are does not change a result
-    body = {"stage": stage, "config": config, "versions": versions(),
-            "manifest_hash": manifest_hash(run), "nfiles": run.nfiles,
-            "upstream": {k: v["hash"] for k, v in (upstream or {}).items()}}
-    text = json.dumps(body, sort_keys=True, default=str)
-    body["hash"] = hashlib.sha256(text.encode()).hexdigest()
-    return body
-
-
 def persist_with_progress(client, collection, label: str, show: bool = True):
     """Start ``collection`` on the cluster, show a bar of its chunks finishing (stderr),
     and return it persisted (results stay on the workers)."""
@@ -122,12 +117,3 @@ def persist_with_progress(client, collection, label: str, show: bool = True):
                       unit="chunk", file=sys.stderr, leave=False):
             pass
     return persisted
-
-
-def with_units(ds, table: dict):
-    """Set ``units`` and ``long_name`` of the variables of ``ds`` listed in ``table``
-    (name -> (units, long_name)); returns ``ds``."""
-    for name, (unit, long_name) in table.items():
-        if name in ds.variables:
-            ds[name].attrs.update(units=unit, long_name=long_name)
-    return ds

@@ -6,10 +6,11 @@ import numpy as np
 import xarray as xr
 
 from ratag_xr.driver import frame_records
+from ratag_xr.features import Feature, arguments, select
 from ratag_xr.pipeline.context import persist_with_progress
 from ratag_xr.store import run_nodes, store_state
 
-FRAME_IDENTITY = ("file", "frame_in_file", "valid")
+FRAME_IDENTITY = ("file", "frame_in_file", "trigger_time", "valid")
 
 
 def set_order(store) -> list[str]:
@@ -17,9 +18,14 @@ def set_order(store) -> list[str]:
     return sorted(store_state(store)["sets"])
 
 
-def node_params(ds: xr.Dataset, per_set: xr.Dataset, names) -> dict:
-    """Per-set parameters of ``per_set`` restricted to the sets of node ``ds``."""
-    return {name: per_set[name].sel(set=ds.set.values) for name in names}
+def node_args(ds: xr.Dataset, args: dict) -> dict:
+    """Kernel inputs of ``args`` (feature -> name -> value) restricted to the sets of node
+    ``ds``: per-set DataArrays are selected by the node's set names."""
+    def pick(value):
+        if isinstance(value, xr.DataArray) and "set" in value.dims:
+            return value.sel(set=ds.set.values)
+        return value
+    return {f: {k: pick(v) for k, v in a.items()} for f, a in args.items()}
 
 
 def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
@@ -39,15 +45,11 @@ def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
     return out
 
 
-def _node_records(nodes: dict[str, xr.Dataset], features: str, params: dict,
-                  per_set: xr.Dataset | None, per_set_names) -> list[tuple]:
-    out = []
-    for ds in nodes.values():
-        node_par = dict(params)
-        if per_set is not None:
-            node_par.update(node_params(ds, per_set, per_set_names))
-        out.append((ds, frame_records(ds.waveform, node_par, features=features)))
-    return out
+def _node_records(nodes: dict[str, xr.Dataset], features: list[Feature], args: dict
+                  ) -> list[tuple]:
+    names = [f.name for f in features]
+    return [(ds, frame_records(ds.waveform, node_args(ds, args), features=names))
+            for ds in nodes.values()]
 
 
 def _combine(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -69,37 +71,40 @@ def _labeled(ds: xr.Dataset, records, data=None) -> xr.Dataset:
     return out.assign_coords({k: ds[k] for k in FRAME_IDENTITY})
 
 
-def map_features(nodes: dict[str, xr.Dataset], features: str, params: dict,
-                 per_set: xr.Dataset | None = None, per_set_names=()) -> xr.Dataset:
-    """Run the registered features of ``features`` (a pass name or feature names) over
-    every node, lazily.
+def map_features(nodes: dict[str, xr.Dataset], features, config, per_set=None
+                 ) -> xr.Dataset:
+    """Run the registered ``features`` (a pass name, a feature name or names) over every
+    node, lazily, with their inputs from ``config`` and the per-set dataset ``per_set``.
 
-    ``nodes`` come from :func:`analysis_nodes`; ``params`` holds run-wide scalars;
-    ``per_set_names`` are taken per set from ``per_set``.  The result has dims (set, frame),
-    sets in name order, with the frames' identity coordinates; nodes with fewer frame slots
-    are padded (``valid`` False).
+    ``nodes`` come from :func:`analysis_nodes`.  The result has dims (set, frame), sets in
+    name order, with the frames' identity coordinates; nodes with fewer frame slots are
+    padded (``valid`` False).
     """
-    parts = [_labeled(ds, rec) for ds, rec in _node_records(nodes, features, params,
-                                                            per_set, per_set_names)]
-    return _combine(parts)
+    selected = select(features)
+    records = _node_records(nodes, selected, arguments(selected, config, per_set))
+    return _combine([_labeled(ds, rec) for ds, rec in records])
 
 
-def compute_pass(nodes: dict[str, xr.Dataset], features: str, params: dict, client, *,
-                 per_set: xr.Dataset | None = None, per_set_names=(), label: str = "",
+def compute_pass(nodes: dict[str, xr.Dataset], features, config, client, *,
+                 per_set: xr.Dataset | None = None, label: str = "",
                  progress: bool = True) -> xr.Dataset:
     """:func:`map_features`, computed on ``client``: one task per waveform chunk, a
     progress bar of the chunks (stderr), and the per-frame records gathered into one
     labeled in-memory (set, frame) dataset (a few numbers per frame: ~10^-5 of the raw
     data)."""
-    nodes_records = _node_records(nodes, features, params, per_set, per_set_names)
+    selected = select(features)
+    nodes_records = _node_records(nodes, selected, arguments(selected, config, per_set))
     lazy = [rec.data for _, rec in nodes_records]
     lazy = persist_with_progress(client, lazy, label, progress)
     computed = client.compute(lazy, sync=True)
     return _combine([_labeled(ds, rec, data) for (ds, rec), data in
                      zip(nodes_records, computed, strict=True)])
+
+
 def _fill_values(parts: list[xr.Dataset]) -> dict:
     """Padding values when nodes of different frame counts are combined."""
-    fills = {"file": "", "frame_in_file": -1, "valid": False}
+    fills = {"file": "", "frame_in_file": -1, "valid": False,
+             "trigger_time": np.datetime64("NaT", "ns")}
     for ds in parts:
         for name, var in ds.data_vars.items():
             fills.setdefault(name, -1 if np.issubdtype(var.dtype, np.integer) else np.nan)

@@ -19,7 +19,6 @@ import zarr
 from ratag_xr.errors import OwnershipError, StoreError
 from ratag_xr.io.owned import mark, store_kind
 
-STAGES = ("prepare", "integrate", "xray", "calibrate")
 PARTS = ("sets", "frames", "run")
 
 
@@ -35,28 +34,41 @@ def open_results(results: Path) -> zarr.Group:
     return root
 
 
-def stored_lineage(results: Path, stage: str) -> dict | None:
+def _record(results: Path, stage: str) -> dict | None:
     path = results / stage
     if not (path / "zarr.json").exists():
         return None
-    attrs = zarr.open_group(store=str(results), path=stage, mode="r").attrs
-    text = attrs.get("lineage")
+    return dict(zarr.open_group(store=str(results), path=stage, mode="r").attrs)
+
+
+def stored_lineage(results: Path, stage: str) -> dict | None:
+    """The lineage a stage was stored with (None: not stored)."""
+    record = _record(Path(results), stage)
+    text = (record or {}).get("lineage")
     return json.loads(text) if text else None
 
 
-def stage_is_current(results: Path, stage: str, lineage: dict) -> bool:
-    """True when ``stage`` is stored with exactly this lineage."""
-    stored = stored_lineage(Path(results), stage)
-    return stored is not None and stored.get("hash") == lineage["hash"]
+def stored_files(results: Path, stage: str) -> list[dict]:
+    """The files a stage wrote, as recorded: path (relative to OUT), size, mtime, hash."""
+    record = _record(Path(results), stage)
+    text = (record or {}).get("files")
+    return json.loads(text) if text else []
+
+
+def stored_parts(results: Path, stage: str) -> list[str]:
+    """The result parts (sets, frames, run) stored for a stage."""
+    return [p for p in PARTS if (Path(results) / stage / p / "zarr.json").exists()]
 
 
 def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
-               **parts: xr.Dataset) -> None:
-    """Write the datasets of one stage (computing Dask-backed ones on ``client``)."""
+               files: list[dict] | None = None, **parts: xr.Dataset) -> None:
+    """Write the datasets of one stage (computing Dask-backed ones on ``client``), its
+    lineage and the record of the files it wrote; the stage appears all at once."""
     results = Path(results)
     open_results(results)
     tmp_name = f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
     try:
+        zarr.open_group(store=str(results), path=tmp_name, mode="w")
         for part, ds in parts.items():
             if ds is None:
                 continue
@@ -69,6 +81,7 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
                 delayed.compute(scheduler="synchronous")
         group = zarr.open_group(store=str(results), path=tmp_name, mode="a")
         group.attrs["lineage"] = json.dumps(lineage, sort_keys=True, default=str)
+        group.attrs["files"] = json.dumps(files or [])
         final = results / stage
         if final.exists():
             shutil.rmtree(final)
@@ -116,28 +129,32 @@ class Results:
     lineage: dict
 
 
+def merge_parts(by_stage: dict[str, dict[str, xr.Dataset | None]]) -> dict[str, xr.Dataset]:
+    """Per part, the datasets of several stages merged (later stages win on a clash)."""
+    merged = {part: [parts[part] for parts in by_stage.values() if parts.get(part) is not None]
+              for part in PARTS}
+    return {part: xr.merge(dss, compat="override", join="outer", combine_attrs="override")
+            if dss else xr.Dataset() for part, dss in merged.items()}
+
+
 def load_results(out: str | Path) -> Results:
     """Every stored stage of ``OUT/results.zarr`` merged into per-set/frame/run datasets.
 
     Nothing is recomputed.  ``out`` is the output root (or the results store itself).
     """
+    from ratag_xr.stages import STAGES
+
     out = Path(out)
     results = out if out.name.endswith(".zarr") else out / "results.zarr"
     if not (results / "zarr.json").exists():
         raise StoreError(f"{results}: no results store (run `ratag-xr run` first)")
-    merged = {part: [] for part in PARTS}
-    lineages = {}
+    lineages, parts = {}, {}
     for stage in STAGES:
         lin = stored_lineage(results, stage)
         if lin is None:
             continue
         lineages[stage] = lin
-        for part in PARTS:
-            ds = load_stage(results, stage, part)
-            if ds is not None:
-                merged[part].append(ds)
+        parts[stage] = {p: load_stage(results, stage, p) for p in stored_parts(results, stage)}
     if not lineages:
         raise StoreError(f"{results}: no stage has been stored yet")
-    combined = {part: xr.merge(dss, compat="override", join="outer", combine_attrs="override")
-                if dss else xr.Dataset() for part, dss in merged.items()}
-    return Results(lineage=lineages, **combined)
+    return Results(lineage=lineages, **merge_parts(parts))

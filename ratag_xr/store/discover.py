@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ratag_xr.config import RunParams
+from ratag_xr.config import Config, Section
 from ratag_xr.errors import RunLayoutError
 
 _GATE = re.compile(r"Gate(\d+)")
@@ -38,7 +38,7 @@ class RunLayout:
 
     run_dir: Path
     run_id: str
-    params: RunParams
+    params: Section  # the run config's ``run`` section
     sets: tuple[SetLayout, ...]
 
     def set_names(self) -> list[str]:
@@ -65,7 +65,7 @@ def _set_files(folder: Path, channel: int | None, nfiles: int | None) -> tuple[P
     return tuple(files)
 
 
-def discover_run(run_dir: str | Path, params: RunParams | None = None,
+def discover_run(run_dir: str | Path, params: Section | None = None,
                  nfiles: int | None = None) -> RunLayout:
     """Sets and their ``.wfm`` files of ``run_dir``.
 
@@ -77,7 +77,7 @@ def discover_run(run_dir: str | Path, params: RunParams | None = None,
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunLayoutError(f"{run_dir}: run directory does not exist")
-    params = params or RunParams()
+    params = params or Config().run
     sets = []
     for folder in sorted((p for p in run_dir.iterdir() if p.is_dir()), key=lambda p: p.name):
         files = _set_files(folder, params.channel, nfiles)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ratag_xr.config import Config
+from ratag_xr.config import Config, polarity_sign
 from ratag_xr.errors import IngestOrderError, OwnershipError, StoreError, WfmError
 from ratag_xr.io.lock import writable_folder
 from ratag_xr.io.owned import mark, remove_store, store_kind
@@ -261,7 +261,7 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
             codec = L.blosc_codec(meta["codec"]["compressor"], meta["codec"]["clevel"],
                                   meta["codec"]["shuffle"], key.dtype)
             create_node(store, node, key, len(names), n_slots, meta["chunk"], codec,
-                        config.run.sign)
+                        polarity_sign(config))
         else:
             grow_node(store, node, len(names), n_slots)
         write_set_coords(store, node, [(n, state["sets"][n]) for n in names], key, config.run)

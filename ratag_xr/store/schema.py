@@ -14,7 +14,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from ratag_xr.config import RunParams
 from ratag_xr.physics.transport import drift_field, el_field
 from ratag_xr.store.layout import AxisKey
 
@@ -109,8 +108,9 @@ def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
         group["frame"][old_frames:n_slots] = np.arange(old_frames, n_slots)
 
 
-def write_set_coords(store: Path, node: str, sets: list, key: AxisKey, params: RunParams):
-    """Per-set coordinates of ``sets`` = [(name, placement info)]: voltages and fields."""
+def write_set_coords(store: Path, node: str, sets: list, key: AxisKey, params):
+    """Per-set coordinates of ``sets`` = [(name, placement info)]: voltages and fields
+    (``params``: the run config's ``run`` section, for the gaps)."""
     group = zarr.open_group(store=str(store), path=node, mode="r+")
     for name, info in sets:
         i = info["index"]

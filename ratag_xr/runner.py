@@ -1,0 +1,365 @@
+"""The one stage runner: lock, client, lineage, reuse, ``--force``, saving, progress.
+
+:func:`run_stages` runs the stages asked for and every stage they read, in order, on one
+:class:`~ratag_xr.pipeline.context.Run`:
+
+1. it holds the output folder's lock for the whole call (:mod:`ratag_xr.io.lock`);
+2. it ingests new raw files when asked (the only step that looks at the raw folder);
+3. it checks the config against the run (record lengths, set names) before any pass;
+4. per stage, it computes the lineage from the stage's declaration (:func:`lineage`) and
+   reuses the stored result when the lineage is the same and every file the stage wrote
+   is still there unaltered; otherwise it computes the stage and saves it;
+5. it starts the Dask client the first time a stage (or ingest) needs one, once per call,
+   and not at all when everything is reused;
+6. it says one line per stage: ``computed`` or ``reused``, and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ratag_xr import features as feature_registry
+from ratag_xr.cluster import LazyClient
+from ratag_xr.errors import ConfigError, RatagError, StoreError
+from ratag_xr.io.lock import output_lock
+from ratag_xr.params import PARAMS, check_against_data
+from ratag_xr.pipeline.context import Run, manifest_hash, versions
+from ratag_xr.pipeline.frames import FRAME_IDENTITY, analysis_nodes
+from ratag_xr.pipeline.results import (
+    load_stage,
+    save_stage,
+    stored_files,
+    stored_lineage,
+    stored_parts,
+)
+from ratag_xr.stages import PARTS, STAGES, ConfigView, Stage, StageResult, closure
+from ratag_xr.store.manifest import content_hash
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- lineage
+
+
+def _digest(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dataset_hash(ds) -> str:
+    """Content hash of a (small) dataset given to a stage instead of a stored result."""
+    digest = hashlib.sha256()
+    for name in sorted(ds.variables):
+        var = ds[name]
+        digest.update(name.encode())
+        digest.update(repr(var.dims).encode())
+        digest.update(var.values.astype(str).tobytes() if var.dtype.kind in "OUT"
+                      else var.values.tobytes())
+    return digest.hexdigest()
+
+
+def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
+    """What ``stage``'s result depends on, from its declaration: its version, the package
+    versions, every config value it reads (its own parameters and its features'), the
+    features' versions and kernel sources, the upstream lineage hashes and, for a stage
+    that reads the waveforms, the input manifest and the test-mode file count.  ``hash``
+    changes when any of them does."""
+    config = run.config
+    body = {"stage": stage.name, "version": stage.version, "versions": versions(),
+            "config": {k: config.get(k) for k in stage.config_keys()},
+            "features": feature_registry.lineage(stage.features(), config),
+            "upstream": dict(upstream)}
+    if stage.reads_waveforms:
+        body["input"] = {"manifest": manifest_hash(run), "nfiles": run.nfiles}
+    body["hash"] = _digest(body)
+    return body
+
+
+def _plain(value):
+    """``value`` as it reads back from the stored JSON (tuples become lists)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _changes(old: dict | None, new: dict) -> str:
+    """Why a stored lineage is not the new one, in a few words."""
+    if old is None:
+        return "no stored result"
+    new = _plain(new)
+    reasons = []
+    if old.get("version") != new["version"]:
+        reasons.append(f"stage version {old.get('version')} -> {new['version']}")
+    oc, nc = old.get("config", {}), new["config"]
+    unset = "(unset)"
+    changed = [k for k in sorted(set(nc) | set(oc)) if oc.get(k, unset) != nc.get(k, unset)]
+    if changed:
+        shown = ", ".join(f"{k} {oc.get(k, unset)!r} -> {nc.get(k, unset)!r}"
+                          for k in changed[:3])
+        reasons.append("config " + shown + (" ..." if len(changed) > 3 else ""))
+    of, nf = old.get("features", {}), new["features"]
+    names = [n for n in sorted(set(of) | set(nf)) if of.get(n) != nf.get(n)]
+    if names:
+        reasons.append(f"feature(s) {', '.join(names)} changed")
+    if old.get("upstream") != new["upstream"]:
+        reasons.append("upstream " + ", ".join(
+            n for n in new["upstream"] if old.get("upstream", {}).get(n) != new["upstream"][n]
+        ) + " changed")
+    if old.get("input") != new.get("input"):
+        reasons.append("raw files changed")
+    if old.get("versions") != new["versions"]:
+        reasons.append("package versions changed")
+    return "; ".join(reasons) or "lineage changed"
+
+
+# ---------------------------------------------------------------- written files
+
+
+def file_record(out: Path, path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.relative_to(out)), "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "hash": content_hash(path)}
+
+
+def _files_problem(out: Path, records: list[dict]) -> str | None:
+    """None when every recorded file is there unaltered, else what is wrong."""
+    for rec in records:
+        path = out / rec["path"]
+        if not path.is_file():
+            return f"output missing: {rec['path']}"
+        st = path.stat()
+        if st.st_size != rec["size"]:
+            return f"output altered: {rec['path']}"
+        if st.st_mtime_ns != rec["mtime_ns"] and content_hash(path) != rec["hash"]:
+            return f"output altered: {rec['path']}"
+    return None
+
+
+# ---------------------------------------------------------------- what compute sees
+
+
+@dataclass
+class StageContext:
+    """What a stage's ``compute`` gets: the run, its declared config, its inputs."""
+
+    run: Run
+    stage: Stage
+    config: ConfigView
+    progress: bool
+    _client: LazyClient
+    _inputs: dict = field(default_factory=dict)  # stage -> {part: dataset} given directly
+    _lineages: dict = field(default_factory=dict)
+
+    @property
+    def client(self):
+        """The Dask client (started on first use)."""
+        return self._client.get()
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run.run_id or self.run.run_dir.name
+
+    def load(self, stage: str, part: str):
+        """A part (sets, frames, run) of a stage this one reads (None if not stored)."""
+        if stage not in self.stage.upstream:
+            raise RatagError(f"stage {self.stage.name!r} loads results of {stage!r} without "
+                             "declaring it (add 'stage:{stage}' to its reads)")
+        given = self._inputs.get(stage, {})
+        if part in given:
+            return given[part]
+        return load_stage(self.run.results, stage, part)
+
+    def upstream_lineages(self) -> dict:
+        return {name: self._lineages[name] for name in self.stage.upstream}
+
+    def nodes(self):
+        """The store's nodes (raw codes) for the per-frame passes."""
+        if not self.stage.reads_waveforms:
+            raise RatagError(f"stage {self.stage.name!r} reads the waveforms without "
+                             "declaring it (add 'waveforms' to its reads)")
+        return analysis_nodes(self.run.store, self.run.nfiles)
+
+
+def _allowed_keys(stage: Stage) -> set[str]:
+    return set(stage.config_keys()) | {k for k, p in PARAMS.items() if not p.lineage}
+
+
+def _check_provided(stage: Stage, result: StageResult) -> None:
+    """The stage returned what it promised (each part's variables), nothing else."""
+    parts = result.parts()
+    for part in PARTS:
+        promised = set(stage.provided(part))
+        ds = parts.get(part)
+        if not promised and ds is None:
+            continue
+        if ds is None:
+            raise RatagError(f"stage {stage.name!r} promised {part} {sorted(promised)} and "
+                             "returned none")
+        if part == "frames":  # per-frame variables; the store's per-set labels come along
+            got = {n for n, v in ds.variables.items() if "frame" in v.dims
+                   and n not in ds.dims} - set(FRAME_IDENTITY)
+        else:
+            got = set(ds.data_vars) | {c for c in ds.coords if c not in ds.dims}
+        if got != promised:
+            raise RatagError(f"stage {stage.name!r}: {part} promised {sorted(promised)}, "
+                             f"returned {sorted(got)} (missing {sorted(promised - got)}, "
+                             f"undeclared {sorted(got - promised)})")
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def run_facts(store) -> dict:
+    """What the config is checked against: set names and record lengths."""
+    from ratag_xr.store import store_state
+
+    state = store_state(store)
+    return {"sets": list(state["sets"]),
+            "n_samples": {n: int(state["nodes"][i["node"]]["key"]["n_samples"])
+                          for n, i in state["sets"].items()}}
+
+
+def _check_store_polarity(run: Run) -> None:
+    from ratag_xr.store import store_state
+
+    stored = store_state(run.store).get("params", {}).get("polarity")
+    if stored is not None and stored != run.config.run.polarity:
+        raise ConfigError(f"{run.config.source}: run.polarity = {run.config.run.polarity!r}, "
+                          f"but the waveform store {run.store} was ingested with {stored!r} "
+                          "(its codes carry that sign): rebuild it (--rebuild)")
+
+
+def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
+               wait: bool = True, inputs: dict | None = None, say=_say) -> dict[str, str]:
+    """Run the stages ``names`` and the ones they read (see the module doc); returns each
+    stage's outcome ("computed" or "reused").
+
+    ``inputs`` gives a stage's input directly instead of the stored one (stage -> part ->
+    dataset, e.g. the ion fits of :func:`~ratag_xr.pipeline.run_calibration_analysis`);
+    its content hash replaces that stage's lineage hash upstream.
+    """
+    from ratag_xr.store import ingest as ingest_files
+
+    order = closure(names)
+    inputs = inputs or {}
+    lazy = LazyClient(run.client, **_cluster_kwargs(run))
+    outcome: dict[str, str] = {}
+    with output_lock(run.out, wait=wait, say=say):
+        try:
+            if ingest:
+                summary = ingest_files(run.run_dir, run.store, config=run.config,
+                                       nfiles=run.nfiles, rebuild=rebuild, client=lazy.get,
+                                       progress=run.progress)
+                say(str(summary))
+            if not run.store.exists():
+                raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
+            _check_store_polarity(run)
+            check_against_data(run.config, run_facts(run.store))
+            hashes: dict[str, str] = {}
+            lineages: dict[str, dict] = {}
+            for name in order:
+                stage = STAGES[name]
+                upstream = {}
+                for u in stage.upstream:
+                    if u in inputs:
+                        upstream[u] = "given:" + dataset_hash(
+                            next(iter(inputs[u].values())))
+                    else:
+                        upstream[u] = hashes[u]
+                lin = lineage(stage, run, upstream)
+                stored = stored_lineage(run.results, name)
+                why = _reuse_problem(run, stage, stored, lin)
+                if why is None:
+                    say(f"stage {name}: reused (lineage unchanged)")
+                    outcome[name] = "reused"
+                else:
+                    t0 = time.perf_counter()
+                    _compute(run, stage, lin, lazy, inputs, lineages)
+                    say(f"stage {name}: computed ({why}) in {time.perf_counter() - t0:.1f} s")
+                    outcome[name] = "computed"
+                hashes[name] = lin["hash"]
+                lineages[name] = lin
+        finally:
+            lazy.close()
+    return outcome
+
+
+def _cluster_kwargs(run: Run) -> dict:
+    c = run.config.cluster
+    return {"workers": c.workers, "threads": c.threads, "memory": c.memory, "jobs": c.jobs}
+
+
+def _reuse_problem(run: Run, stage: Stage, stored: dict | None, lin: dict) -> str | None:
+    """None when the stored result of ``stage`` can be reused, else why not."""
+    if run.force:
+        return "--force"
+    if stored is None or stored.get("hash") != lin["hash"]:
+        return _changes(stored, lin)
+    missing = [p for p in PARTS if stage.provided(p)
+               and p not in stored_parts(run.results, stage.name)]
+    if missing:
+        return f"stored {', '.join(missing)} missing"
+    return _files_problem(run.out, stored_files(run.results, stage.name))
+
+
+def _compute(run: Run, stage: Stage, lin: dict, lazy: LazyClient, inputs: dict,
+             lineages: dict) -> None:
+    ctx = StageContext(run=run, stage=stage,
+                       config=ConfigView(run.config, _allowed_keys(stage), stage.name),
+                       progress=run.progress, _client=lazy, _inputs=inputs,
+                       _lineages=lineages)
+    result = stage.compute(ctx)
+    _check_provided(stage, result)
+    files = [file_record(run.out, Path(p)) for p in result.files]
+    save_stage(run.results, stage.name, lin, client=lazy.get() if lazy.started else None,
+               files=files, **result.parts())
+
+
+# ---------------------------------------------------------------- the whole pipeline
+
+#: What ``--stages`` accepts: ingest, then every registered stage in run order.
+PIPELINE = ("ingest", *STAGES)
+
+
+def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, stages=None,
+                 force: bool = False, rebuild: bool = False, wait: bool = True,
+                 progress: bool = True) -> Run:
+    """Run ``stages`` (default: all, ``ingest`` first) of a run; returns its :class:`Run`.
+
+    ``client`` is a ``distributed.Client`` or a cluster spec (``local``, ``slurm``, ``pbs``,
+    ``tcp://host:port``); by default the run config's ``cluster`` section decides, and the
+    cluster is started only if a stage needs computing.  A stage asked for brings the
+    stages it reads (reused when current).  ``rebuild`` deletes the waveform store first
+    (only if ratag_xr made it).  The output folder is locked for the whole call: another
+    command on it waits (``wait=False``: refuses with a :class:`~ratag_xr.errors.BusyError`).
+    """
+    from ratag_xr.pipeline.context import open_analysis
+
+    run = open_analysis(target, out=out, config=config, client=client, nfiles=nfiles,
+                        force=force)
+    run.progress = progress
+    if run.client is None:
+        run.client = run.config.cluster.spec
+    stages = tuple(stages or PIPELINE)
+    unknown = [s for s in stages if s not in PIPELINE]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(PIPELINE)}")
+    analysis = [s for s in stages if s != "ingest"]
+    if analysis:
+        run_stages(run, analysis, ingest="ingest" in stages, rebuild=rebuild, wait=wait)
+    elif "ingest" in stages:
+        from ratag_xr.store import ingest as ingest_files
+
+        lazy = LazyClient(run.client, **_cluster_kwargs(run))
+        with output_lock(run.out, wait=wait):
+            try:
+                _say(str(ingest_files(run.run_dir, run.store, config=run.config,
+                                      nfiles=run.nfiles, rebuild=rebuild, client=lazy.get,
+                                      progress=progress)))
+            finally:
+                lazy.close()
+    return run
