@@ -42,8 +42,13 @@ class RunParams:
     e_recoil: float | None = None  # eV; None compares with the X-ray's expected electrons
     polarity: str = "negative"  # "negative" (PMT pulses go down) or "positive"
     channel: int | None = None  # keep only `*_ch<N>.wfm` files; None keeps all
+    #: channel number of each role (ALGORITHMS.md §11); the newer DAQ uses {pmt: 3, alpha: 4}
+    channels: dict = field(default_factory=lambda: dict(DEFAULT_CHANNELS))
+    sets: tuple[str, ...] | None = None  # glob patterns of set folders to use (None: all)
+    exclude: tuple[str, ...] = ()  # glob patterns of set folders to leave out
 
     def __post_init__(self):
+        _check_channels(self.channels)
         if self.polarity not in ("negative", "positive"):
             raise ConfigError(
                 f"run.polarity must be 'negative' or 'positive', got {self.polarity!r}"
@@ -56,6 +61,43 @@ class RunParams:
     def sign(self) -> float:
         """Multiplier that makes PMT pulses positive-going."""
         return -1.0 if self.polarity == "negative" else 1.0
+
+    @property
+    def pmt_channel(self) -> int:
+        return int(self.channels["pmt"])
+
+    @property
+    def alpha_channel(self) -> int | None:
+        """The alpha detector's channel; None when the run has no alpha role."""
+        value = self.channels.get("alpha")
+        return None if value is None else int(value)
+
+
+#: ALGORITHMS.md §11: the older DAQ's channels (PMT on 1, silicon alpha detector on 4)
+DEFAULT_CHANNELS = {"pmt": 1, "alpha": 4}
+CHANNEL_ROLES = ("pmt", "alpha")
+
+
+def _check_channels(channels) -> None:
+    """``run.channels``: role -> channel number; ``pmt`` required, ``alpha`` optional."""
+    if not isinstance(channels, dict):
+        raise ConfigError(f"run.channels: expected a mapping of roles {list(CHANNEL_ROLES)} to "
+                          f"channel numbers, e.g. {{pmt: 3, alpha: 4}}, got {channels!r}")
+    unknown = sorted(set(map(str, channels)) - set(CHANNEL_ROLES))
+    if unknown:
+        raise ConfigError(f"run.channels: unknown role(s) {unknown}; roles are "
+                          f"{list(CHANNEL_ROLES)}")
+    if "pmt" not in channels:
+        raise ConfigError(f"run.channels: the pmt role needs a channel number, got {channels!r}")
+    for role, number in channels.items():
+        if number is None and role == "alpha":
+            continue
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ConfigError(f"run.channels.{role}: expected a channel number >= 1, "
+                              f"got {number!r}")
+    numbers = [n for n in channels.values() if n is not None]
+    if len(set(numbers)) != len(numbers):
+        raise ConfigError(f"run.channels: each role needs its own channel, got {channels!r}")
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def test_parse_set_name():
         "gate": 50.0, "anode": 2000.0, "sampling_gsps": 5.0}
 
 
-def test_discover_orders_files_and_refuses_unnamed_sets(tmp_path):
+def test_discover_orders_files_and_skips_unnamed_folders(tmp_path):
     make_run(tmp_path, n_files=3)
     (tmp_path / "plots").mkdir()  # an output folder without .wfm files is not a set
     layout = discover_run(tmp_path, nfiles=2)
@@ -55,8 +55,16 @@ def test_discover_orders_files_and_refuses_unnamed_sets(tmp_path):
     bad = tmp_path / "Calibration_run"
     bad.mkdir()
     (bad / "x.wfm").write_bytes(b"")
-    with pytest.raises(RunLayoutError, match="Calibration_run.*no gate"):
-        discover_run(tmp_path)
+    layout = discover_run(tmp_path)  # not a set: skipped with a notice, the run goes on
+    assert layout.skipped == ("Calibration_run",) and len(layout.sets) == 3
+    assert any("Calibration_run" in n and "no gate" in n for n in layout.notices)
+    for s in layout.sets:
+        (s.path / "other.txt").write_text("")
+    only_bad = tmp_path / "only"
+    (only_bad / "Calibration_run").mkdir(parents=True)
+    (only_bad / "Calibration_run" / "x.wfm").write_bytes(b"")
+    with pytest.raises(RunLayoutError, match="no set folders.*Calibration_run"):
+        discover_run(only_bad)
 
 
 def test_ingest_matches_reader_frames(tmp_path, client):

@@ -7,7 +7,7 @@ import xarray as xr
 
 from ratag_xr.driver import frame_records
 from ratag_xr.pipeline.context import persist_with_progress
-from ratag_xr.store import run_nodes, store_state
+from ratag_xr.store import natural_sorted, run_nodes, store_state
 
 FRAME_IDENTITY = ("file", "frame_in_file", "valid")
 
@@ -24,7 +24,8 @@ def node_params(ds: xr.Dataset, per_set: xr.Dataset, names) -> dict:
 
 def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
     """The store's nodes (raw codes), with ``valid`` limited to each set's first ``nfiles``
-    files when given (test mode on a store that holds more)."""
+    files (in natural order, ALGORITHMS.md §2) when given (test mode on a store that
+    holds more)."""
     nodes = run_nodes(store, raw=True)
     if nfiles is None:
         return nodes
@@ -33,7 +34,7 @@ def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
         keep = np.zeros(ds.valid.shape, dtype=bool)
         for i in range(ds.sizes["set"]):
             files = ds.file.values[i]
-            first = sorted({f for f in files if f})[:nfiles]
+            first = natural_sorted({f for f in files if f})[:nfiles]
             keep[i] = np.isin(files, first)
         out[name] = ds.assign_coords(valid=ds.valid & keep)
     return out

@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ratag_xr.cluster import managed_client
+from ratag_xr.driver import frame_scaling
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
@@ -69,6 +70,14 @@ def transport_table(store, run: Run) -> xr.Dataset:
     return ds.set_coords(list(TRANSPORT_UNITS))
 
 
+def _frame_value(value, set_index: int, frame: int) -> float:
+    """A :func:`~ratag_xr.driver.frame_scaling` value (a float or a (set, frame) array with
+    length 1 along the dims it lacks) for one frame."""
+    if np.ndim(value) == 0:
+        return float(value)
+    return float(value[min(set_index, value.shape[0] - 1), min(frame, value.shape[1] - 1)])
+
+
 def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict[str, tuple]:
     """Per set: (mean waveforms of ``n_batches`` frame chunks in mV, pedestal-subtracted; time).
 
@@ -77,8 +86,8 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
     jobs, times = {}, {}
     for ds in nodes.values():
         wf = ds.waveform
-        scale = float(wf.attrs.get("scale_factor", 1.0))
-        offset = float(wf.attrs.get("add_offset", 0.0))
+        # one scale per node, or per frame (constant within a chunk: a chunk is one file)
+        scales, offsets = frame_scaling(wf.transpose(..., "time"))
         chunk = int(ds.attrs.get("frames_per_chunk", 1))
         for i, name in enumerate(ds.set.values):
             valid = np.flatnonzero(ds.valid.values[i])
@@ -90,6 +99,8 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
             means = []
             for c in pick:
                 frames = valid[(valid >= c * chunk) & (valid < (c + 1) * chunk)]
+                scale = _frame_value(scales, i, frames[0])
+                offset = _frame_value(offsets, i, frames[0])
                 block = wf.data[i, frames[0]: frames[-1] + 1]
                 if np.issubdtype(block.dtype, np.integer):  # codes: no NaN, no float copy
                     mean = block.mean(axis=0, dtype=np.float64)
