@@ -275,3 +275,56 @@ def test_frames_of_a_style_need_its_roles(tmp_path, client):
     assert any("channel 3" in n for n in summary.notices)
     assert {t["status"] for t in summary.twins} == {"orphan"}
     assert STYLES["new"][1] == 3
+
+
+def test_two_channel_run_end_to_end_pmt_results_in_natural_order(tmp_path):
+    """`ratag-xr simulate --alpha` (unpadded old-DAQ names, 11 files per set) then
+    `ratag-xr run`: every stage runs, and the PMT per-frame results come in natural file
+    order and equal plain numpy (tests.test_kernels) on the reader's frames."""
+    import json
+
+    from ratag_xr.pipeline import load_results
+    from tests.test_cli import CLUSTER, ratag
+    from tests.test_kernels import reference_pass1, reference_pass2
+    from tests.test_pipeline_closure import _prep_params
+
+    raw = tmp_path / "raw"
+    ratag("simulate", raw, "--alpha", "--seed", 23, "--files-per-set", 11,
+          "--frames-per-file", 12, "--sampling-rate", 1, "--record-start", -4,
+          "--record-end", 26, "--sets", "200:1700,300:1800", "--xray-fraction", 0.5, "--quiet")
+    run_dir, out = raw / "RUN1", tmp_path / "out"
+    proc = ratag("run", run_dir, "--out", out, *CLUSTER)
+    assert "twin problem" not in proc.stderr
+    res = load_results(out)
+    truth = json.loads((run_dir / "truth.json").read_text())
+    for entry in truth["sets"]:
+        name = entry["name"]
+        frames = res.frames.sel(set=name)
+        frames = frames.isel(frame=frames.valid.values)
+        natural = [f"RUN1_20260312_Gate{entry['v_gate']:.0f}_Anode{entry['v_anode']:.0f}_P3_"
+                   f"{n}Wfm_Ch1.wfm" for n in range(1, 12)]
+        assert entry["files"] == natural
+        assert list(dict.fromkeys(frames.file.values)) == natural  # _2 before _10
+        p = _prep_params(res, name)
+        k = 0
+        for file in natural:
+            with read_wfm(run_dir / name / file) as w:
+                codes = w.frames()
+                scale, offset = -1000.0 * w.y_scale, -1000.0 * w.y_offset
+                t0, dt = w.x_start * 1e6, w.x_spacing * 1e6
+            for j, row in enumerate(codes):
+                got = frames.isel(frame=k)
+                assert (str(got.file.values), int(got.frame_in_file)) == (file, j)
+                ref = reference_pass1(row, scale, offset, t0, dt, p)
+                for var in ("pedestal", "s2_start", "s2_end", "s2_duration", "xray_area"):
+                    np.testing.assert_allclose(float(got[var]), ref[var], rtol=1e-9,
+                                               atol=1e-12)
+                assert int(got.xray_code) == ref["xray_code"]
+                np.testing.assert_allclose(float(got.s2_area),
+                                           reference_pass2(row, scale, offset, t0, dt, p),
+                                           rtol=1e-9, atol=1e-12)
+                k += 1
+        events = json.loads((out / name / "xray_results.json").read_text())["events"]
+        stems = list(dict.fromkeys(e["wf_id"].rsplit("_ff", 1)[0] for e in events))
+        assert stems == [f.removesuffix(".wfm") for f in natural]
+    assert (out / "plots" / "RUN1_diffusion_analysis.png").exists()
