@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ratag_xr.store.discover import natural_key
+
 HASH_NAME = "blake2b"
 _HASH_BLOCK = 8 * 2**20
 
@@ -80,8 +82,6 @@ class Manifest:
 
     def for_set(self, set_name: str, status: str | None = None) -> list[dict]:
         """The set's newest events, in natural order of the file names."""
-        from ratag_xr.store.discover import natural_key
-
         events = [e for (s, _), e in self.entries.items() if s == set_name]
         if status is not None:
             events = [e for e in events if e["status"] == status]
