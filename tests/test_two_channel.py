@@ -161,6 +161,15 @@ def test_files_with_their_own_vertical_scale_keep_every_frame(tmp_path, client):
         want = compute_features(part, params, "pass2").compute(scheduler="synchronous")
         np.testing.assert_array_equal(got.s2_area.values[0, frames], want.s2_area.values[0])
         assert np.isfinite(want.s2_area.values).all()
+    # the S1 estimate's chunk means take each chunk's own scale (a chunk is one file)
+    from ratag_xr.pipeline.frames import analysis_nodes
+    from ratag_xr.pipeline.prepare import s1_batch_means
+
+    (means, _), = s1_batch_means(analysis_nodes(store), 6, 100, None).values()
+    chunk = int(raw.attrs["frames_per_chunk"])
+    for c in range(6):
+        mv = ds.waveform.values[c * chunk:(c + 1) * chunk].mean(axis=0)
+        np.testing.assert_allclose(means[c], mv - mv[:100].mean(), rtol=1e-9, atol=1e-9)
 
 
 def test_alpha_monitor_folders_are_alpha_only_nodes(tmp_path, client):
