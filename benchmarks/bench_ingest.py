@@ -11,7 +11,11 @@ int16 and with int8 codes (>= 1 GB each by default), then measures in the same p
   worker during ingest (psutil, sampled every 20 ms);
 * Blosc codecs on one chunk (single thread), which is how the default codec was chosen.
 
-    python benchmarks/bench_ingest.py [--dir DIR] [--gb 1.0] [--dtypes int16 int8]
+``--alpha`` makes it a two-channel run (ALGORITHMS.md §11): every PMT file has an alpha
+twin (``..._Ch1.wfm`` / ``..._Ch4.wfm``, -1..5 µs = 30 000 samples per frame), both are
+copied by the baseline and ingested into one node (``waveform`` and ``alpha_waveform``).
+
+    python benchmarks/bench_ingest.py [--dir DIR] [--gb 1.0] [--dtypes int16 int8] [--alpha]
 """
 
 from __future__ import annotations
@@ -28,16 +32,17 @@ import numpy as np
 import psutil
 
 
-def simulate(root: Path, dtype: str, gb: float):
+def simulate(root: Path, dtype: str, gb: float, alpha: bool = False):
     from ratag_xr.simulate import SimConfig, simulate_run
 
-    frame_bytes = 190_000 * np.dtype(dtype).itemsize
+    samples = 190_000 + (30_000 if alpha else 0)  # PMT (+ alpha twin) per trigger
+    frame_bytes = samples * np.dtype(dtype).itemsize
     frames_per_file = 200
     files = max(1, math.ceil(gb * 1e9 / frame_bytes / frames_per_file / 4))
     config = SimConfig(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.0,
                        dtype=dtype, files_per_set=files, frames_per_file=frames_per_file,
                        sets=((200, 1700), (300, 1800), (400, 1900), (500, 2000)),
-                       run_name=f"BENCH_{dtype}")
+                       run_name=f"BENCH_{dtype}{'_alpha' if alpha else ''}", alpha=alpha)
     return simulate_run(root, config)
 
 
@@ -105,23 +110,24 @@ def codec_table(store: Path):
         print(f"    {cname:<4} {clevel:<7} {label:<8} {ratio:6.2f} {enc:12.0f} {dec:13.0f}")
 
 
-def bench(root: Path, dtype: str, gb: float):
+def bench(root: Path, dtype: str, gb: float, alpha: bool = False):
     from distributed import Client, LocalCluster
 
     from ratag_xr.store import ingest
 
     t = time.perf_counter()
-    run_dir = simulate(root, dtype, gb)
-    print(f"{dtype}: simulated {du(run_dir) / 1e9:.2f} GB in {time.perf_counter() - t:.1f} s "
-          f"({run_dir})")
-    copy_s, nbytes = plain_copy(run_dir, root / f"copy_{dtype}")
-    shutil.rmtree(root / f"copy_{dtype}")
+    run_dir = simulate(root, dtype, gb, alpha)
+    kind = "two-channel (PMT + alpha twins)" if alpha else "PMT only"
+    print(f"{dtype}, {kind}: simulated {du(run_dir) / 1e9:.2f} GB in "
+          f"{time.perf_counter() - t:.1f} s ({run_dir})")
+    copy_s, nbytes = plain_copy(run_dir, root / f"copy_{run_dir.name}")
+    shutil.rmtree(root / f"copy_{run_dir.name}")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         pids = list(client.run(lambda: __import__("os").getpid()).values())
         monitor = PeakMemory(pids)
         monitor.start()
-        store = root / f"{dtype}.zarr"
+        store = root / f"{run_dir.name}.zarr"
         t = time.perf_counter()
         summary = ingest(run_dir, store, client=client, progress=False)
         ingest_s = time.perf_counter() - t
@@ -146,11 +152,13 @@ def main():
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--gb", type=float, default=1.0)
     parser.add_argument("--dtypes", nargs="+", default=["int16", "int8"])
+    parser.add_argument("--alpha", action="store_true",
+                        help="two-channel run: an alpha twin of every PMT file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         print(f"machine: {psutil.cpu_count()} cores, load {psutil.getloadavg()}")
         for dtype in args.dtypes:
-            bench(Path(tmp), dtype, args.gb)
+            bench(Path(tmp), dtype, args.gb, args.alpha)
 
 
 if __name__ == "__main__":

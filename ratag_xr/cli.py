@@ -114,7 +114,7 @@ _SIM_OPTIONS = {  # CLI option -> SimConfig field
     "frames_per_file": "frames_per_file", "sampling_rate": "sampling_rate_gs",
     "record_start": "record_start_us", "record_end": "record_end_us", "dtype": "dtype",
     "pressure": "pressure_bar", "temperature": "temperature_k",
-    "xray_fraction": "xray_fraction",
+    "xray_fraction": "xray_fraction", "naming": "naming",
 }
 
 
@@ -133,6 +133,8 @@ def cmd_simulate(args) -> int:
                  if getattr(args, opt) is not None}
     if args.sets:
         overrides["sets"] = _parse_sets(args.sets)
+    if args.alpha:
+        overrides["alpha"] = True
     run_dir = simulate_run(args.out_dir, progress=not args.quiet, **overrides)
     print(f"simulated run written to {run_dir} (ground truth: {run_dir / 'truth.json'})")
     return 0
@@ -143,7 +145,19 @@ def cmd_demo(args) -> int:
 
     explicit = any(v is not None for v in (args.cluster, args.workers, args.threads,
                                            args.memory, args.jobs))
-    return run_demo(Path(args.out), client_factory=(lambda: _client(args)) if explicit else None)
+    return run_demo(Path(args.out), client_factory=(lambda: _client(args)) if explicit else None,
+                    alpha=args.alpha, naming=args.naming)
+
+
+def _alpha_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", action="store_true",
+                   help="two-channel run: an alpha-detector twin of every PMT file (Th-228 "
+                        "chain), with the per-frame isotope and energy in the truth")
+    p.add_argument("--naming", choices=("old", "new"), default=None,
+                   help="file names of the older DAQ (..._P3_12Wfm_Ch1.wfm / _Ch4.wfm, "
+                        "unpadded numbers; the default with --alpha) or the newer one "
+                        "(FieldScan_Gate0200_Anode2100/..._Batch001__CH3.wfm / __CH4.wfm, "
+                        "PMT on channel 3: analyse with run.channels {pmt: 3, alpha: 4})")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -208,11 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pressure", type=float, help="bar (default 2.0)")
     p.add_argument("--temperature", type=float, help="K (default 293)")
     p.add_argument("--xray-fraction", type=float, help="frames with an X-ray (default 0.2)")
+    _alpha_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="simulate a small run and analyse it into every output")
     p.add_argument("--out", default="demo-output", help="folder for the run and its outputs")
+    _alpha_args(p)
     _cluster_args(p)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from numcodecs.blosc import list_compressors
+from zarr.codecs import BloscCname, BloscShuffle
 
 from ratag_xr.errors import ConfigError
 from ratag_xr.params import (
@@ -31,6 +33,7 @@ from ratag_xr.params import (
     at_least,
     at_most,
     declare,
+    declare_check,
     one_of,
     positive,
     section_params,
@@ -53,10 +56,43 @@ RUN_PARAMS = declare(
           "the X-ray's expected electrons)", checks=(positive,)),
     Param("run.polarity", "negative", str, "", "PMT pulse polarity (negative: pulses go down "
           "and are flipped)", checks=(one_of("negative", "positive"),)),
-    Param("run.channel", None, int | None, "", "keep only `*_ch<N>.wfm` files",
+    Param("run.channel", None, int | None, "", "keep only `*_ch<N>.wfm` files (as the PMT)",
           checks=(at_least(0),)),
+    Param("run.channels", {"pmt": 1, "alpha": 4}, dict, "", "channel number of each role in "
+          "`..._Ch<N>.wfm` / `..._CH<N>.wfm` names (ALGORITHMS.md §11; newer DAQ: {pmt: 3, "
+          "alpha: 4}); other channels are ignored"),
+    Param("run.sets", None, tuple[str, ...] | None, "", "glob patterns of the set folders to "
+          "analyse (null: all); a pattern matching no folder is an error"),
+    Param("run.exclude", (), tuple[str, ...], "", "glob patterns of set folders to leave out"),
     owner="config",
 )
+CHANNEL_ROLES = ("pmt", "alpha")
+
+
+def _check_channels(config) -> str | None:
+    """``run.channels``: role -> channel number; ``pmt`` required, ``alpha`` optional."""
+    channels = config.run.channels
+    unknown = sorted(set(map(str, channels)) - set(CHANNEL_ROLES))
+    if unknown:
+        return f"run.channels: unknown role(s) {unknown}; roles are {list(CHANNEL_ROLES)}"
+    if "pmt" not in channels:
+        return f"run.channels: the pmt role needs a channel number, got {channels!r}"
+    for role, number in channels.items():
+        if number is None and role == "alpha":
+            continue
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            return f"run.channels.{role}: expected a channel number >= 1, got {number!r}"
+    numbers = [n for n in channels.values() if n is not None]
+    if len(set(numbers)) != len(numbers):
+        return f"run.channels: each role needs its own channel, got {channels!r}"
+    return None
+
+
+declare_check("run.channels", _check_channels)
+#: The Blosc codecs and shuffles a store can be written with (what zarr and numcodecs take).
+BLOSC_COMPRESSORS = tuple(sorted({c.value for c in BloscCname} & set(list_compressors())))
+BLOSC_SHUFFLES = ("auto", *(s.value for s in BloscShuffle))
+
 INGEST_PARAMS = declare(
     Param("ingest.chunk_mb", 16.0, float, "MB", "target size of one (set, frame-chunk, time) "
           "Zarr chunk", checks=(positive,), lineage=False),
@@ -65,12 +101,12 @@ INGEST_PARAMS = declare(
     # bound by I/O, not compression (benchmarks/bench_ingest.py, benchmarks/README.md).
     Param("ingest.compressor", "lz4", str, "", "Blosc codec of a new store; chosen by "
           "measurement, see benchmarks/README.md",
-          checks=(one_of("lz4", "lz4hc", "zstd", "zlib", "blosclz"),), lineage=False),
+          checks=(one_of(*BLOSC_COMPRESSORS),), lineage=False),
     Param("ingest.clevel", 5, int, "", "Blosc compression level of a new store",
           checks=(at_least(0), at_most(9)),
           lineage=False),
     Param("ingest.shuffle", "auto", str, "", "Blosc shuffle of a new store (auto: bit "
-          "shuffle)", checks=(one_of("auto", "shuffle", "bitshuffle", "noshuffle"),),
+          "shuffle)", checks=(one_of(*BLOSC_SHUFFLES),),
           lineage=False),
     Param("ingest.nfiles", None, int | None, "", "only the first N files of each set (test "
           "mode)", checks=(at_least(1),), lineage=False),
@@ -97,8 +133,23 @@ def _declared() -> None:
     import ratag_xr.stages  # noqa: F401
 
 
+def _alpha_channel(run) -> int | None:
+    value = run.channels.get("alpha")
+    return None if value is None else int(value)
+
+
+#: Values computed from a section's keys, read like keys (``config.run.sign``).
+DERIVED = {
+    ("run", "sign"): lambda run: -1.0 if run.polarity == "negative" else 1.0,
+    ("run", "pmt_channel"): lambda run: int(run.channels["pmt"]),
+    ("run", "alpha_channel"): _alpha_channel,
+}
+
+
 class Section:
-    """The values of one config section; ``section.key`` reads a value."""
+    """The values of one config section; ``section.key`` reads a value (and the few
+    values derived from them, :data:`DERIVED`: ``run.sign``, ``run.pmt_channel``,
+    ``run.alpha_channel``)."""
 
     __slots__ = ("_name", "_values")
 
@@ -110,9 +161,12 @@ class Section:
         values = object.__getattribute__(self, "_values")
         if key in values:
             return values[key]
-        param = PARAMS.get(f"{object.__getattribute__(self, '_name')}.{key}")
+        name = object.__getattribute__(self, "_name")
+        if (name, key) in DERIVED:
+            return DERIVED[name, key](self)
+        param = PARAMS.get(f"{name}.{key}")
         if param is None:
-            raise AttributeError(f"config section {self._name!r} has no key {key!r}")
+            raise AttributeError(f"config section {name!r} has no key {key!r}")
         return param.default
 
     def __setattr__(self, key, value):
@@ -247,6 +301,7 @@ def with_overrides(config: Config, section: str, **values) -> Config:
     return config.replace(values) if values else config
 
 
-def polarity_sign(config: Config) -> float:
-    """Multiplier that makes PMT pulses positive-going."""
-    return -1.0 if config.run.polarity == "negative" else 1.0
+def run_section(**values) -> Section:
+    """A checked ``run`` section with ``values`` (the rest defaults), e.g. for
+    :func:`~ratag_xr.store.discover_run`."""
+    return Config({"run": values}).run

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ratag_xr.cluster import close_client
+from ratag_xr.config import Config
 from ratag_xr.io.owned import remove_simulated_run
 from ratag_xr.pipeline import load_results
 from ratag_xr.pipeline.summary import run_failed, summary_table
@@ -59,9 +60,17 @@ def truth_table(truth: dict, results) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG) -> int:
-    """Simulate into ``out``, run every stage, print the summary and truth tables."""
+def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG, *,
+             alpha: bool = False, naming: str | None = None) -> int:
+    """Simulate into ``out``, run every stage, print the summary and truth tables.
+
+    ``alpha``/``naming``: a two-channel run (see :class:`SimConfig`); the analysis is told
+    the simulated channels (``run.channels``)."""
     out = Path(out)
+    if alpha or naming:
+        config = config.replace(alpha=alpha or config.alpha, naming=naming or config.naming)
+    channels = {"pmt": config.pmt_channel or 1, "alpha": config.alpha_channel or 4}
+    analysis = Config({"run": {"channels": channels}})
     run_dir = out / config.run_name
     remove_simulated_run(run_dir)  # refuses anything the simulator did not write
     t0 = time.perf_counter()
@@ -71,7 +80,7 @@ def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG) ->
     t1 = time.perf_counter()
     client = client_factory() if client_factory else None
     try:
-        run_pipeline(run_dir, client=client, progress=sys.stderr.isatty())
+        run_pipeline(run_dir, client=client, config=analysis, progress=sys.stderr.isatty())
     finally:
         if client is not None:
             close_client(client)

@@ -86,6 +86,31 @@ def code_scaling(waveform: xr.DataArray) -> tuple[float, float]:
     return float(source.get("scale_factor", 1.0)), float(source.get("add_offset", 0.0))
 
 
+def frame_scaling(waveform: xr.DataArray, frame_dims=None):
+    """(scale, offset) of raw codes for the kernels: floats when one scale holds for every
+    frame (:func:`code_scaling`), else arrays over ``frame_dims`` (default: every dim but
+    the last), length 1 along the dims they lack.
+
+    Per-frame scales come from the store's raw waveforms: their ``scale_coord`` /
+    ``offset_coord`` attrs name (set, frame) coordinates holding each file's own scale
+    (a set whose volts/div changed between files).  Frames without a scale (padding) get
+    1 and 0; their results are replaced by the fill values anyway.
+    """
+    attrs = waveform.attrs
+    if "scale_factor" in attrs or "add_offset" in attrs or "scale_coord" not in attrs:
+        return code_scaling(waveform)
+    frame_dims = tuple(waveform.dims[:-1] if frame_dims is None else frame_dims)
+    out = []
+    for key, neutral in (("scale_coord", 1.0), ("offset_coord", 0.0)):
+        name = attrs.get(key)
+        if name not in waveform.coords:
+            raise RatagError(f"the waveform's {key} attribute names {name!r}, which is not "
+                             f"one of its coordinates ({sorted(waveform.coords)})")
+        values = _frame_shaped(waveform.coords[name].astype(np.float64), frame_dims)
+        out.append(np.where(np.isfinite(values), values, neutral))
+    return out[0], out[1]
+
+
 def time_axis(time: xr.DataArray | np.ndarray) -> tuple[float, float]:
     """(t0, dt) in µs such that sample ``i`` is at ``t0 + i*dt``, from a time coordinate.
 
@@ -197,11 +222,15 @@ def run_kernels(raw: np.ndarray, inputs: tuple, *, kernels, outputs, scale: floa
                 offset: float, t0: float, dt: float, record: np.dtype, fill: tuple) -> np.ndarray:
     """Every kernel on a block of frames (time last): one record per frame.
 
-    ``inputs`` is ``(valid, params)``: the block's valid mask (None: all valid) and, per
-    kernel, its parameter values (scalars or arrays that broadcast against the frames).
-    Frames that are not valid get each output's fill value.
+    ``inputs`` is ``(valid, params)`` or ``(valid, params, (scale, offset))``: the block's
+    valid mask (None: all valid), per kernel its parameter values (scalars or arrays that
+    broadcast against the frames), and the block's per-frame code scaling where frames
+    have their own (it replaces the ``scale``/``offset`` options).  Frames that are not
+    valid get each output's fill value.
     """
-    valid, params = inputs
+    valid, params = inputs[:2]
+    if len(inputs) > 2:
+        scale, offset = inputs[2]
     out = np.empty(raw.shape[:-1], dtype=record)
     for kernel, names, values in zip(kernels, outputs, params, strict=True):
         results = kernel(raw, scale, offset, t0, dt, *values)
@@ -249,9 +278,10 @@ def frame_records(waveform: xr.DataArray, args: Mapping,
     waveform = waveform.transpose(..., TIME)
     _check_time_chunks(waveform)
     selected = select(features)
-    scale, offset = code_scaling(waveform)
-    t0, dt = time_axis(waveform[TIME])
     frame_dims = waveform.dims[:-1]
+    scale, offset = frame_scaling(waveform, frame_dims)
+    per_frame = np.ndim(scale) > 0  # each file its own scale: travels with each chunk
+    t0, dt = time_axis(waveform[TIME])
 
     values, recorded = [], {}
     for feature in selected:
@@ -266,8 +296,9 @@ def frame_records(waveform: xr.DataArray, args: Mapping,
     valid = waveform.coords.get("valid")
     valid = None if valid is None else _frame_shaped(valid.astype(bool), frame_dims)
     options = dict(kernels=tuple(KernelRef.wrap(f.kernel) for f in selected),
-                   outputs=tuple(f.output_names for f in selected), scale=scale,
-                   offset=offset, t0=t0, dt=dt, record=dtype, fill=fill)
+                   outputs=tuple(f.output_names for f in selected),
+                   scale=None if per_frame else scale, offset=None if per_frame else offset,
+                   t0=t0, dt=dt, record=dtype, fill=fill)
 
     data = waveform.data
     if isinstance(data, da.Array):
@@ -277,17 +308,25 @@ def frame_records(waveform: xr.DataArray, args: Mapping,
             slices = [slice(s[i], s[i + 1]) for s, i in zip(starts, idx, strict=True)]
             per_chunk[(*idx, 0)] = (_block(valid, slices),
                                     [[_block(v, slices) for v in vals] for vals in values])
+            if per_frame:
+                per_chunk[(*idx, 0)] += ((_block(scale, slices), _block(offset, slices)),)
         name = "frame-features-" + tokenize(data.name, [f.name for f in selected], scale,
                                             offset, t0, dt, valid, values)
         records = da.map_blocks(run_kernels, data, _PerChunk(data.chunks, per_chunk),
                                 drop_axis=data.ndim - 1, dtype=dtype, name=name,
                                 meta=np.empty((0,) * (data.ndim - 1), dtype), **options)
     else:
-        records = run_kernels(np.asarray(data), (valid, values), **options)
+        inputs = (valid, values) + (((scale, offset),) if per_frame else ())
+        records = run_kernels(np.asarray(data), inputs, **options)
 
     coords = {k: v.variable for k, v in waveform.coords.items() if TIME not in v.dims}
-    attrs = {"features": [f.name for f in selected], "t0": t0, "dt": dt,
-             "scale_factor": scale, "add_offset": offset, **recorded}
+    if per_frame:  # the scales are in the frames' coordinates
+        scaling = {"scale_factor": f"per frame: {waveform.attrs['scale_coord']}",
+                   "add_offset": f"per frame: {waveform.attrs['offset_coord']}"}
+    else:
+        scaling = {"scale_factor": scale, "add_offset": offset}
+    attrs = {"features": [f.name for f in selected], "t0": t0, "dt": dt, **scaling,
+             **recorded}
     return FrameRecords(records, frame_dims, coords, selected, attrs)
 
 
@@ -297,9 +336,11 @@ def compute_features(waveform: xr.DataArray, args: Mapping,
 
     ``waveform``: raw codes (or decoded floats) with a uniform ``time`` coordinate in µs
     that is a single chunk; attrs ``scale_factor`` (mV/code, polarity sign included) and
-    ``add_offset`` (mV).  ``args``: each feature's kernel inputs by name, as
-    :func:`ratag_xr.features.arguments` gives them (feature name -> input name -> scalar
-    or DataArray, e.g. per ``set``); a flat mapping input name -> value also works.
+    ``add_offset`` (mV), or ``scale_coord``/``offset_coord`` naming (set, frame) coordinates
+    with each frame's own (see :func:`frame_scaling`).  ``args``: each feature's kernel
+    inputs by name, as :func:`ratag_xr.features.arguments` gives them (feature name ->
+    input name -> scalar or DataArray, e.g. per ``set``); a flat mapping input name ->
+    value also works.
     ``features``: None (all registered), a pass name ("pass1", "pass2"), a feature name or
     a list of names.  Returns a Dataset with the waveform's non-time dims and coords, one
     variable per feature output (``units``, ``long_name``); outputs of frames whose

@@ -29,7 +29,7 @@ from ratag_xr.errors import ConfigError, RatagError, StoreError
 from ratag_xr.io.lock import output_lock
 from ratag_xr.params import PARAMS, check_against_data
 from ratag_xr.pipeline.context import Run, manifest_hash, versions
-from ratag_xr.pipeline.frames import FRAME_IDENTITY, analysis_nodes
+from ratag_xr.pipeline.frames import analysis_nodes, set_order
 from ratag_xr.pipeline.results import (
     load_stage,
     save_stage,
@@ -76,7 +76,9 @@ def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
             "features": feature_registry.lineage(stage.features(), config),
             "upstream": dict(upstream)}
     if stage.reads_waveforms:
-        body["input"] = {"manifest": manifest_hash(run), "nfiles": run.nfiles}
+        sets = set_order(run.store, config.run)
+        body["input"] = {"sets": sets, "manifest": manifest_hash(run, sets),
+                         "nfiles": run.nfiles}
     body["hash"] = _digest(body)
     return body
 
@@ -181,7 +183,12 @@ class StageContext:
         if not self.stage.reads_waveforms:
             raise RatagError(f"stage {self.stage.name!r} reads the waveforms without "
                              "declaring it (add 'waveforms' to its reads)")
-        return analysis_nodes(self.run.store, self.run.nfiles)
+        return analysis_nodes(self.run.store, self.run.nfiles, self.sets)
+
+    @property
+    def sets(self) -> list[str]:
+        """The sets analysed: the store's, chosen by ``run.sets`` / ``run.exclude``."""
+        return set_order(self.run.store, self.run.config.run)
 
 
 def _allowed_keys(stage: Stage) -> set[str]:
@@ -199,9 +206,8 @@ def _check_provided(stage: Stage, result: StageResult) -> None:
         if ds is None:
             raise RatagError(f"stage {stage.name!r} promised {part} {sorted(promised)} and "
                              "returned none")
-        if part == "frames":  # per-frame variables; the store's per-set labels come along
-            got = {n for n, v in ds.variables.items() if "frame" in v.dims
-                   and n not in ds.dims} - set(FRAME_IDENTITY)
+        if part == "frames":  # feature outputs; the store's labels come along as coords
+            got = set(ds.data_vars)
         else:
             got = set(ds.data_vars) | {c for c in ds.coords if c not in ds.dims}
         if got != promised:
@@ -213,24 +219,22 @@ def _check_provided(stage: Stage, result: StageResult) -> None:
 # ---------------------------------------------------------------- the runner
 
 
-def run_facts(store) -> dict:
-    """What the config is checked against: set names and record lengths."""
+def run_facts(run: Run) -> dict:
+    """What the config is checked against: the analysed sets and their record lengths."""
     from ratag_xr.store import store_state
 
-    state = store_state(store)
-    return {"sets": list(state["sets"]),
-            "n_samples": {n: int(state["nodes"][i["node"]]["key"]["n_samples"])
-                          for n, i in state["sets"].items()}}
+    state = store_state(run.store)
+    sets = set_order(run.store, run.config.run)
+    return {"sets": sets,
+            "n_samples": {n: int(state["nodes"][state["sets"][n]["node"]]["key"]["n_samples"])
+                          for n in sets}}
 
 
-def _check_store_polarity(run: Run) -> None:
+def _check_store(run: Run) -> None:
     from ratag_xr.store import store_state
+    from ratag_xr.store.ingest import check_made_with
 
-    stored = store_state(run.store).get("params", {}).get("polarity")
-    if stored is not None and stored != run.config.run.polarity:
-        raise ConfigError(f"{run.config.source}: run.polarity = {run.config.run.polarity!r}, "
-                          f"but the waveform store {run.store} was ingested with {stored!r} "
-                          "(its codes carry that sign): rebuild it (--rebuild)")
+    check_made_with(dict(store_state(run.store)), run.config, run.store)
 
 
 def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
@@ -257,8 +261,8 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
                 say(str(summary))
             if not run.store.exists():
                 raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
-            _check_store_polarity(run)
-            check_against_data(run.config, run_facts(run.store))
+            _check_store(run)
+            check_against_data(run.config, run_facts(run))
             hashes: dict[str, str] = {}
             lineages: dict[str, dict] = {}
             for name in order:

@@ -303,3 +303,104 @@ def test_xray_frames_show_an_s2_in_the_drift_region(run_dir, truth, frames_truth
     compared = (reach == 0) | expected
     assert expected.sum() > 20 and compared.sum() > 180
     np.testing.assert_array_equal(seen[compared], expected[compared])
+
+
+# -- two-channel runs (ALGORITHMS.md §11-§13) --------------------------------------------------
+
+TINY = SimConfig(sets=((100, 1600), (500, 2000)), files_per_set=2, frames_per_file=6, seed=3,
+                 record_end_us=12.0)
+
+
+def _digest(paths) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_single_channel_run_is_byte_identical_to_before(tmp_path):
+    """The digest of this tiny run's files was taken before the alpha channel existed."""
+    run = simulate_run(tmp_path, TINY)
+    assert _digest(run.rglob("*.wfm")) == "1bbfe1fe04148d599cac12bf3c02ab4c"
+    with np.load(run / "truth_frames.npz") as f:
+        assert not any(k.startswith("alpha") for k in f.files)
+    assert "alpha" not in json.loads((run / "truth.json").read_text())
+
+
+@pytest.mark.parametrize(("naming", "pmt", "folder"), [
+    ("old", "RUN1_20260312_Gate100_Anode1600_P3_{n}Wfm_Ch{c}.wfm", "FieldScan_Gate100_Anode1600"),
+    ("new", "RUN1_20260312_Gate0100_Anode1600_Batch{n:03d}__CH{c}.wfm",
+     "FieldScan_Gate0100_Anode1600")])
+def test_alpha_twins_in_both_naming_styles(tmp_path, naming, pmt, folder):
+    cfg = TINY.replace(alpha=True, naming=naming, files_per_set=11, sets=((100, 1600),))
+    run = simulate_run(tmp_path, cfg)
+    pmt_channel = 1 if naming == "old" else 3
+    names = sorted(p.name for p in (run / folder).glob("*.wfm"))
+    assert names == sorted(pmt.format(n=n, c=c) for n in range(1, 12) for c in (pmt_channel, 4))
+    truth = json.loads((run / "truth.json").read_text())
+    entry = truth["sets"][0]
+    assert entry["files"] == [pmt.format(n=n, c=pmt_channel) for n in range(1, 12)]  # natural
+    assert entry["alpha_files"] == [pmt.format(n=n, c=4) for n in range(1, 12)]
+    assert truth["alpha"]["channels"] == {"pmt": pmt_channel, "alpha": 4}
+    for n in (1, 10):
+        with read_wfm(run / folder / pmt.format(n=n, c=pmt_channel)) as p, \
+                read_wfm(run / folder / pmt.format(n=n, c=4)) as a:
+            assert a.n_frames == p.n_frames and a.n_samples < p.n_samples  # shorter record
+            np.testing.assert_array_equal(a.gmt_sec, p.gmt_sec)  # the same triggers
+            np.testing.assert_array_equal(a.gmt_frac, p.gmt_frac)
+    # the PMT frames do not depend on the alpha channel
+    plain = simulate_file_frames(TINY.replace(files_per_set=11, sets=((100, 1600),)),
+                                 file_index=9)[0]
+    with read_wfm(run / folder / pmt.format(n=10, c=pmt_channel)) as p:
+        np.testing.assert_array_equal(p.frames(), plain)
+
+
+def test_alpha_pulse_heights_follow_the_th228_chain():
+    """§12's estimator on the simulated alpha frames lands on the truth's SCA value, the
+    peaks near the §13 table, with the chain's isotope fractions."""
+    from scipy.signal import savgol_filter
+
+    from ratag_xr.simulate import ISOTOPES, simulate_alpha_frames
+    from ratag_xr.simulate.alpha import (
+        REFERENCE_MEV,
+        SCA_PEAKS,
+        alpha_truth,
+        alpha_y_scale_v,
+        isotope_fractions,
+        sca_of_energy,
+    )
+
+    cfg = SimConfig(frames_per_file=400, seed=11, alpha=True)
+    codes, ev = simulate_alpha_frames(cfg)
+    volts = codes * alpha_y_scale_v(cfg) + cfg.alpha_y_offset_v
+    sca = []
+    for row in volts:  # ALGORITHMS.md §12, plainly
+        low = row[row < 0.3]
+        base = low.mean() if low.size >= 10 else np.median(row[:200])
+        sca.append(savgol_filter(row - base, 501, 3).max() / 1.058)
+    sca = np.asarray(sca)
+    has = ev.isotope >= 0
+    # digitisation (0.08 V codes) and noise move a reading by well under the resolution
+    assert np.abs(sca[has] - ev.sca[has]).max() < 0.1
+    assert np.all(sca[~has] < 0.5) and 0.005 < (~has).mean() < 0.08  # baseline only
+    np.testing.assert_allclose(sca_of_energy(REFERENCE_MEV), SCA_PEAKS, atol=0.04)
+    counts = np.bincount(ev.isotope[has], minlength=len(ISOTOPES)) / has.sum()
+    np.testing.assert_allclose(counts, isotope_fractions(), atol=0.06)
+    for i, peak in enumerate(sca_of_energy(REFERENCE_MEV)):  # medians sit at the peaks
+        assert abs(np.median(sca[ev.isotope == i]) - peak) < 0.1
+    # the low-energy tail: more readings far below a peak than above it
+    dev = sca[has] - sca_of_energy(np.asarray(REFERENCE_MEV)[ev.isotope[has]])
+    assert (dev < -0.15).sum() > 3 * max(1, (dev > 0.15).sum())
+    truth = alpha_truth(cfg)
+    assert truth["isotopes"] == list(ISOTOPES) and truth["fractions"][4] == pytest.approx(
+        0.64 / 4.64)
+
+
+def test_alpha_needs_channel_tags():
+    with pytest.raises(ConfigError, match="naming 'old' or 'new'"):
+        SimConfig(alpha=True, naming="plain")
+    with pytest.raises(ConfigError, match="naming must be"):
+        SimConfig(naming="fancy")

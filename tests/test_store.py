@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
-from ratag_xr.config import Config
-from ratag_xr.errors import IngestOrderError, RunLayoutError
+from ratag_xr.config import Config, load_config
+from ratag_xr.errors import ConfigError, IngestOrderError, RunLayoutError, StoreError
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import (
     discover_run,
@@ -17,6 +20,8 @@ from ratag_xr.store import (
     parse_set_name,
     store_state,
 )
+from ratag_xr.store.layout import manifest_path
+from ratag_xr.store.manifest import Manifest
 from tests.conftest import write_random_set
 
 SMALL_CHUNKS = Config({"ingest": {"chunk_mb": 0.05}})  # ~12 frames of 2000 int16 samples
@@ -44,7 +49,7 @@ def test_parse_set_name():
         "gate": 50.0, "anode": 2000.0, "sampling_gsps": 5.0}
 
 
-def test_discover_orders_files_and_refuses_unnamed_sets(tmp_path):
+def test_discover_orders_files_and_skips_unnamed_folders(tmp_path):
     make_run(tmp_path, n_files=3)
     (tmp_path / "plots").mkdir()  # an output folder without .wfm files is not a set
     layout = discover_run(tmp_path, nfiles=2)
@@ -55,8 +60,16 @@ def test_discover_orders_files_and_refuses_unnamed_sets(tmp_path):
     bad = tmp_path / "Calibration_run"
     bad.mkdir()
     (bad / "x.wfm").write_bytes(b"")
-    with pytest.raises(RunLayoutError, match="Calibration_run.*no gate"):
-        discover_run(tmp_path)
+    layout = discover_run(tmp_path)  # not a set: skipped with a notice, the run goes on
+    assert layout.skipped == ("Calibration_run",) and len(layout.sets) == 3
+    assert any("Calibration_run" in n and "no gate" in n for n in layout.notices)
+    for s in layout.sets:
+        (s.path / "other.txt").write_text("")
+    only_bad = tmp_path / "only"
+    (only_bad / "Calibration_run").mkdir(parents=True)
+    (only_bad / "Calibration_run" / "x.wfm").write_bytes(b"")
+    with pytest.raises(RunLayoutError, match="no set folders.*Calibration_run"):
+        discover_run(only_bad)
 
 
 def test_ingest_matches_reader_frames(tmp_path, client):
@@ -165,3 +178,93 @@ def test_params_from_config_change_fields(tmp_path, client):
     ingest(run, tmp_path / "w.zarr", config=cfg, client=client, progress=False)
     ds = open_set(tmp_path / "w.zarr", "FieldScan_Gate200_Anode1700")
     assert float(ds.drift_field) == pytest.approx(100.0)
+
+
+def test_touched_but_unchanged_file_is_recognised_by_its_hash(tmp_path, client):
+    run = tmp_path / "run"
+    make_run(run, n_files=2)
+    store = tmp_path / "w.zarr"
+    ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    victim = run / "FieldScan_Gate200_Anode1700" / "RUN3_20260101_P1_0001.wfm"
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    again = ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    assert again.files_written == 0 and again.files_ok == 6
+    event = Manifest.load(manifest_path(store)).get("FieldScan_Gate200_Anode1700", victim.name)
+    assert event["status"] == "ok"
+    assert event["fingerprint"]["mtime_ns"] == victim.stat().st_mtime_ns  # brought up to date
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF  # same size, other content
+    victim.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"RUN3_20260101_P1_0001.wfm: changed since it was "
+                                         r"ingested \(its content hash.*--rebuild"):
+        ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+
+
+def test_deleted_raw_file_is_reported_and_its_frames_kept(tmp_path, client, capsys):
+    run = tmp_path / "run"
+    make_run(run, n_files=3)
+    store = tmp_path / "w.zarr"
+    ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    gone = [run / "FieldScan_Gate300_Anode1800" / f"RUN3_20260101_P1_{k:04d}.wfm" for k in (0, 2)]
+    for path in gone:
+        path.unlink()
+    capsys.readouterr()
+    summary = ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    err = capsys.readouterr().err
+    (warning,) = [line for line in err.splitlines() if "no longer in" in line]
+    assert "FieldScan_Gate300_Anode1800" in warning
+    assert all(p.name in warning for p in gone) and "stay in the store" in warning
+    assert summary.missing == {"FieldScan_Gate300_Anode1800": [p.name for p in gone]}
+    assert "no longer in the run directory" in str(summary)
+    ds = open_set(store, "FieldScan_Gate300_Anode1800")
+    assert int(ds.n_frames) == 51 and {p.name for p in gone} <= set(ds.file.values)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("compressor", "foo", "lz4"), ("clevel", 99, "<= 9"), ("shuffle", "wrong", "bitshuffle")])
+def test_bad_codec_is_refused_before_anything_is_written(tmp_path, key, value, allowed):
+    (tmp_path / "run.yaml").write_text(f"ingest:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"run.yaml: ingest\.{key} = .* must .*{allowed}"):
+        load_config(tmp_path / "run.yaml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+def test_existing_store_keeps_its_codec_with_one_notice(tmp_path, client, capsys):
+    run = tmp_path / "run"
+    make_run(run, n_files=1)
+    store = tmp_path / "w.zarr"
+    ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    write_random_set(run / "FieldScan_Gate500_Anode2000", "R_{:04d}.wfm", 1, n_frames=4,
+                     n_samples=1200, seed=5)  # a new node after the codec changed
+    zstd = SMALL_CHUNKS.replace({"ingest.compressor": "zstd"})
+    capsys.readouterr()
+    summary = ingest(run, store, config=zstd, client=client, progress=False)
+    notices = [n for n in summary.notices if "keeps its codec" in n]
+    assert len(notices) == 1 and "zstd" in notices[0]
+    assert capsys.readouterr().err.count("keeps its codec") == 1
+    assert summary.files_written == 1
+    node = store_state(store)["sets"]["FieldScan_Gate500_Anode2000"]["node"]
+    arr = zarr.open_array(store=str(store), path=f"{node}/waveform", mode="r")
+    assert "lz4" in str(arr.metadata.codecs)
+    assert ingest(run, store, config=zstd, client=client, progress=False).files_written == 0
+
+
+def test_a_file_with_its_own_vertical_scale_is_kept(tmp_path, client):
+    run = tmp_path / "run"
+    folder = run / "FieldScan_Gate200_Anode1700"
+    a = write_random_set(folder, "R_{:04d}.wfm", 2, n_frames=10, n_samples=2000, seed=1)
+    b = write_random_set(tmp_path / "b", "R_{:04d}.wfm", 3, n_frames=10, n_samples=2000,
+                         seed=2, y_scale=5e-4, y_offset=0.01)
+    (tmp_path / "b" / "R_0002.wfm").rename(folder / "R_0002.wfm")  # volts/div changed
+    summary = ingest(run, tmp_path / "w.zarr", config=SMALL_CHUNKS, client=client,
+                     progress=False)
+    assert not summary.bad and summary.files_ok == 3
+    ds = open_set(tmp_path / "w.zarr", "FieldScan_Gate200_Anode1700")
+    for k, (raw, scale, offset) in enumerate([(a[0], 1e-4, 0.0), (a[1], 1e-4, 0.0),
+                                              (b[2], 5e-4, 0.01)]):
+        got = ds.waveform.values[10 * k: 10 * k + 10]
+        np.testing.assert_allclose(got, -(raw * scale + offset) * 1000.0, rtol=1e-12,
+                                   atol=1e-12)
+    assert sorted(set(ds.code_scale.values)) == pytest.approx([-0.5, -0.1])
+    raw = open_set(tmp_path / "w.zarr", "FieldScan_Gate200_Anode1700", raw=True)
+    assert "scale_factor" not in raw.waveform.attrs  # the kernels take per-frame scales

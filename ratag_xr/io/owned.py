@@ -124,7 +124,8 @@ def remove_simulated_run(run_dir: str | Path) -> bool:
         return False
     try:
         truth = json.loads((run_dir / "truth.json").read_text())
-        listed = {(s["name"], f) for s in truth["sets"] for f in s["files"]}
+        listed = {(s["name"], f) for s in truth["sets"]
+                  for f in [*s["files"], *s.get("alpha_files", [])]}
         ours = str(truth.get("description", "")).startswith(SIMULATED_RUN)
     except (OSError, ValueError, KeyError, TypeError):
         ours = False

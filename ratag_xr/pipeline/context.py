@@ -94,11 +94,13 @@ def versions() -> dict[str, str]:
     return out
 
 
-def manifest_hash(run: Run) -> str:
-    """Hash of the ingested file manifest (names, sizes, content hashes of ok files)."""
+def manifest_hash(run: Run, sets=None) -> str:
+    """Hash of the ingested file manifest (names, sizes, content hashes of ok files) of
+    ``sets`` (default: every set)."""
     manifest = Manifest.load(manifest_path(run.store))
     ok = sorted((e["set"], e["file"], e["fingerprint"]["size"], e.get("hash", ""))
-                for e in manifest.entries.values() if e["status"] == "ok")
+                for e in manifest.entries.values() if e["status"] == "ok"
+                and (sets is None or e["set"] in sets))
     return hashlib.sha256(json.dumps(ok).encode()).hexdigest()
 
 

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import numpy as np
 import xarray as xr
 
 from ratag_xr.driver import frame_records
 from ratag_xr.features import Feature, arguments, select
 from ratag_xr.pipeline.context import persist_with_progress
-from ratag_xr.store import run_nodes, store_state
+from ratag_xr.store import natural_sorted, run_nodes, store_state
 
 FRAME_IDENTITY = ("file", "frame_in_file", "trigger_time", "valid")
 
 
-def set_order(store) -> list[str]:
-    """Sets in lexicographic order of their names (the run's frame order is per set)."""
-    return sorted(store_state(store)["sets"])
+def set_order(store, run_cfg=None) -> list[str]:
+    """The store's PMT sets chosen by the ``run`` section's ``sets``/``exclude`` patterns
+    (all without ``run_cfg``), in lexicographic order of their names (the run's frame
+    order is per set).  The store may hold more: choosing sets needs no re-ingest."""
+    names = sorted(store_state(store)["sets"])
+    if run_cfg is None:
+        return names
+    if run_cfg.sets is not None:
+        names = [n for n in names if any(fnmatchcase(n, p) for p in run_cfg.sets)]
+    return [n for n in names if not any(fnmatchcase(n, p) for p in run_cfg.exclude)]
 
 
 def node_args(ds: xr.Dataset, args: dict) -> dict:
@@ -28,10 +37,15 @@ def node_args(ds: xr.Dataset, args: dict) -> dict:
     return {f: {k: pick(v) for k, v in a.items()} for f, a in args.items()}
 
 
-def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
+def analysis_nodes(store, nfiles: int | None = None, sets=None) -> dict[str, xr.Dataset]:
     """The store's nodes (raw codes), with ``valid`` limited to each set's first ``nfiles``
-    files when given (test mode on a store that holds more)."""
+    files (in natural order, ALGORITHMS.md §2) when given (test mode on a store that
+    holds more)."""
     nodes = run_nodes(store, raw=True)
+    if sets is not None:  # only the chosen sets (nodes without one are left out)
+        nodes = {name: ds.isel(set=np.flatnonzero(np.isin(ds.set.values, list(sets))))
+                 for name, ds in nodes.items()}
+        nodes = {name: ds for name, ds in nodes.items() if ds.sizes["set"]}
     if nfiles is None:
         return nodes
     out = {}
@@ -39,7 +53,7 @@ def analysis_nodes(store, nfiles: int | None = None) -> dict[str, xr.Dataset]:
         keep = np.zeros(ds.valid.shape, dtype=bool)
         for i in range(ds.sizes["set"]):
             files = ds.file.values[i]
-            first = sorted({f for f in files if f})[:nfiles]
+            first = natural_sorted({f for f in files if f})[:nfiles]
             keep[i] = np.isin(files, first)
         out[name] = ds.assign_coords(valid=ds.valid & keep)
     return out
@@ -103,7 +117,8 @@ def compute_pass(nodes: dict[str, xr.Dataset], features, config, client, *,
 
 def _fill_values(parts: list[xr.Dataset]) -> dict:
     """Padding values when nodes of different frame counts are combined."""
-    fills = {"file": "", "frame_in_file": -1, "valid": False,
+    fills = {"file": "", "frame_in_file": -1, "valid": False, "twin_key": "",
+             "alpha_file": "", "alpha_valid": False,
              "trigger_time": np.datetime64("NaT", "ns")}
     for ds in parts:
         for name, var in ds.data_vars.items():

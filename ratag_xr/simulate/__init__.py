@@ -7,24 +7,29 @@ raw-data layout of ALGORITHMS.md, plus ``truth.json`` and ``truth_frames.npz``
 :mod:`ratag_xr.simulate.config`.
 """
 
+from ratag_xr.simulate.alpha import ISOTOPES, AlphaEvents
 from ratag_xr.simulate.config import SimConfig
 from ratag_xr.simulate.events import KINDS, FileEvents
 from ratag_xr.simulate.physics import SetModel, set_model, set_name
 from ratag_xr.simulate.run import (
     FileSimulation,
+    simulate_alpha_frames,
     simulate_file_frames,
     simulate_run,
     simulate_set_frames,
 )
 
 __all__ = [
+    "ISOTOPES",
     "KINDS",
+    "AlphaEvents",
     "FileEvents",
     "FileSimulation",
     "SetModel",
     "SimConfig",
     "set_model",
     "set_name",
+    "simulate_alpha_frames",
     "simulate_file_frames",
     "simulate_run",
     "simulate_set_frames",

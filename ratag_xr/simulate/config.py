@@ -107,6 +107,27 @@ class SimConfig:
     pileup_fraction: float = 0.01  #: frames with a second, uncorrelated ion S2
     saturation_fraction: float = 0.005  #: frames with a pulse beyond the code range
     no_s2_fraction: float = 0.02  #: frames without an ion S2
+    # -- alpha channel (two-channel runs, ALGORITHMS.md §11–§13; ratag_xr.simulate.alpha) --
+    alpha: bool = False  #: write an alpha twin of every PMT file
+    #: file names: "plain" (<run>_<date>_Gate.._P<pos>_<NNNN>.wfm, single channel, the
+    #: default without alpha), "old" (..._P<pos>_<n>Wfm_Ch<c>.wfm, unpadded n, PMT on
+    #: channel 1; the default with alpha) or "new" (Gate0200 folders,
+    #: ..._Batch<NNN>__CH<c>.wfm, PMT on channel 3); None: the default
+    naming: str | None = None
+    alpha_record_start_us: float = -1.0  #: the alpha record is shorter than the PMT's
+    alpha_record_end_us: float = 5.0
+    alpha_volts_per_div: float = 2.0  #: V/div of the alpha channel (pulses of 5-9 V)
+    alpha_y_offset_v: float = 0.0
+    alpha_baseline_v: float = 0.05  #: DC level of the alpha trace, V
+    alpha_baseline_jitter_v: float = 0.005
+    alpha_noise_v: float = 0.02  #: white noise std per sample, V
+    alpha_rise_ns: float = 30.0  #: shaping amplifier rise time constant
+    alpha_decay_us: float = 1.0  #: shaping amplifier decay time constant
+    alpha_time_us: float = 0.0  #: pulse start relative to the trigger
+    alpha_resolution_mev: float = 0.08  #: Gaussian energy resolution (std)
+    alpha_tail_fraction: float = 0.25  #: frames with a low-energy tail loss
+    alpha_tail_mev: float = 0.15  #: mean of the exponential tail loss
+    alpha_missing_fraction: float = 0.03  #: frames without an alpha (baseline only)
 
     def __post_init__(self):
         # sets may come as lists (YAML, JSON): store hashable tuples
@@ -132,6 +153,20 @@ class SimConfig:
     def y_scale_mv(self) -> float:
         """mV per code."""
         return self.volts_per_div_mv / LEVELS_PER_DIV[self.dtype]
+
+    @property
+    def file_naming(self) -> str:
+        """The naming style in effect (``naming``, or its default)."""
+        return self.naming or ("old" if self.alpha else "plain")
+
+    @property
+    def pmt_channel(self) -> int | None:
+        """The PMT's channel number in file names (None: untagged names)."""
+        return {"plain": None, "old": 1, "new": 3}[self.file_naming]
+
+    @property
+    def alpha_channel(self) -> int | None:
+        return 4 if self.alpha else None
 
     @property
     def n_frames_per_set(self) -> int:
@@ -202,6 +237,28 @@ def _validate(c: SimConfig) -> None:
     )
     need(c.ion_energy_ev is None or c.ion_energy_ev > 0, "ion_energy_ev must be > 0 or None")
     need(c.record_end_us > c.record_start_us, "record_end_us must be after record_start_us")
+    need(c.naming in (None, "plain", "old", "new"),
+         f"naming must be 'plain', 'old' or 'new', got {c.naming!r}")
+    need(not (c.alpha and c.file_naming == "plain"),
+         "an alpha channel needs channel tags in the file names: naming 'old' or 'new'")
+    if c.alpha:
+        for name in ("alpha_volts_per_div", "alpha_rise_ns", "alpha_decay_us",
+                     "alpha_tail_mev"):
+            value = getattr(c, name)
+            need(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value}")
+        for name in ("alpha_noise_v", "alpha_baseline_jitter_v", "alpha_resolution_mev"):
+            value = getattr(c, name)
+            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+        need(c.alpha_rise_ns * 1e-3 < c.alpha_decay_us,
+             "alpha_rise_ns must be shorter than alpha_decay_us")
+        need(0 <= c.alpha_tail_fraction <= 1 and 0 <= c.alpha_missing_fraction <= 1,
+             "alpha fractions must be in [0, 1]")
+        n_alpha = int(round((c.alpha_record_end_us - c.alpha_record_start_us)
+                            / (1e-3 / c.sampling_rate_gs)))
+        need(n_alpha > 501, f"the alpha record needs more than 501 samples (the §12 "
+                            f"Savitzky-Golay window), got {n_alpha}")
+        need(c.alpha_record_start_us < c.alpha_time_us < c.alpha_record_end_us,
+             "alpha_time_us must lie inside the alpha record")
     try:
         datetime.fromisoformat(c.start_time)
     except ValueError:

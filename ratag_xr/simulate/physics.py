@@ -47,8 +47,11 @@ from ratag_xr.simulate.config import SimConfig
 SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
-def set_name(v_gate: int, v_anode: int) -> str:
-    """Folder name of a set: ``FieldScan_Gate<V>_Anode<V>``."""
+def set_name(v_gate: int, v_anode: int, padded: bool = False) -> str:
+    """Folder name of a set: ``FieldScan_Gate<V>_Anode<V>`` (``padded``: four digits, as
+    the newer DAQ writes them, ``FieldScan_Gate0200_Anode2100``)."""
+    if padded:
+        return f"FieldScan_Gate{int(v_gate):04d}_Anode{int(v_anode):04d}"
     return f"FieldScan_Gate{int(v_gate)}_Anode{int(v_anode)}"
 
 
@@ -147,7 +150,7 @@ def set_model(config: SimConfig, index: int) -> SetModel:
     t_start = c.s1_time_us + tr["time_drift"]
     return SetModel(
         index=index,
-        name=set_name(v_gate, v_anode),
+        name=set_name(v_gate, v_anode, padded=c.file_naming == "new"),
         v_gate=v_gate,
         v_anode=v_anode,
         drift_field=tr["drift_field"],

@@ -1,10 +1,16 @@
 """Write a simulated run directory of FastFrame WFM files plus its ground truth.
 
-Layout (ALGORITHMS.md "Raw data layout")::
+Layout (ALGORITHMS.md "Raw data layout", §11)::
 
     OUT_DIR/<run_name>/
       FieldScan_Gate<V>_Anode<V>/<run_name>_<YYYYMMDD>_Gate<V>_Anode<V>_P<pos>_<NNNN>.wfm
       truth.json, truth_frames.npz          (see ratag_xr.simulate.truth)
+
+With an alpha channel (``alpha=True``) every PMT file has an alpha twin, named in the
+older DAQ's style (``naming="old"``: ``..._P<pos>_<n>Wfm_Ch1.wfm`` / ``_Ch4.wfm``, n from 1
+unpadded, as the real acquisition writes it) or the newer one's (``naming="new"``:
+``FieldScan_Gate0200_Anode2100/..._Batch001__CH3.wfm`` / ``__CH4.wfm``); see
+:mod:`ratag_xr.simulate.alpha` for its physics.
 
 Each file has its own random streams, seeded by (seed, set index, file index): a file's bytes
 do not depend on which other files are written, nor on the block size.  Frames are rendered
@@ -22,6 +28,14 @@ import numpy as np
 
 from ratag_xr.errors import RunLayoutError
 from ratag_xr.io.wfm_writer import WfmWriter
+from ratag_xr.simulate.alpha import (
+    AlphaEvents,
+    alpha_n_samples,
+    alpha_truth,
+    alpha_y_scale_v,
+    draw_alpha_events,
+    render_alpha_block,
+)
 from ratag_xr.simulate.config import SimConfig
 from ratag_xr.simulate.events import FileEvents, draw_file_events
 from ratag_xr.simulate.physics import SetModel, set_model
@@ -32,13 +46,22 @@ from ratag_xr.simulate.truth import run_truth, set_truth, write_truth
 BLOCK_FRAMES = 32
 
 
-def file_name(config: SimConfig, model: SetModel, file_index: int) -> str:
-    """Name of file ``file_index`` of a set (dated by the file's first trigger, UTC)."""
+def file_name(config: SimConfig, model: SetModel, file_index: int,
+              channel: int | None = None) -> str:
+    """Name of file ``file_index`` of a set (dated by the file's first trigger, UTC), on
+    ``channel`` (default: the PMT's) in the config's naming style."""
     date = datetime.fromtimestamp(_file_start(config, model.index, file_index), UTC)
-    return (
-        f"{config.run_name}_{date:%Y%m%d}_Gate{int(model.v_gate)}_Anode{int(model.v_anode)}"
-        f"_P{config.position}_{file_index:04d}.wfm"
-    )
+    gate, anode = int(model.v_gate), int(model.v_anode)
+    style = config.file_naming
+    if style == "plain":
+        return (f"{config.run_name}_{date:%Y%m%d}_Gate{gate}_Anode{anode}"
+                f"_P{config.position}_{file_index:04d}.wfm")
+    channel = config.pmt_channel if channel is None else channel
+    if style == "old":
+        return (f"{config.run_name}_{date:%Y%m%d}_Gate{gate}_Anode{anode}"
+                f"_P{config.position}_{file_index + 1}Wfm_Ch{channel}.wfm")
+    return (f"{config.run_name}_{date:%Y%m%d}_Gate{gate:04d}_Anode{anode:04d}"
+            f"_Batch{file_index + 1:03d}__CH{channel}.wfm")
 
 
 def _file_start(config: SimConfig, set_index: int, file_index: int) -> float:
@@ -53,13 +76,23 @@ class FileSimulation:
     def __init__(self, config: SimConfig, set_index: int, file_index: int, model=None):
         self.config = config
         self.model = model or set_model(config, set_index)
-        seeds = np.random.SeedSequence([config.seed, set_index, file_index]).spawn(2)
+        # the alpha channel draws from a third child: the PMT streams stay as without it
+        seeds = np.random.SeedSequence([config.seed, set_index, file_index]).spawn(
+            3 if config.alpha else 2)
         self._noise_rng = np.random.default_rng(seeds[1])
         self.events: FileEvents = draw_file_events(
             np.random.default_rng(seeds[0]), config, self.model,
             _file_start(config, set_index, file_index),
         )
         self.name = file_name(config, self.model, file_index)
+        self.alpha: AlphaEvents | None = None
+        self.alpha_name: str | None = None
+        if config.alpha:
+            alpha_seeds = seeds[2].spawn(2)
+            self.alpha = draw_alpha_events(np.random.default_rng(alpha_seeds[0]), config,
+                                           self.events.n_frames)
+            self._alpha_rng = np.random.default_rng(alpha_seeds[1])
+            self.alpha_name = file_name(config, self.model, file_index, config.alpha_channel)
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
         """Raw codes, (k, n_samples) blocks in frame order."""
@@ -81,6 +114,28 @@ class FileSimulation:
                 ev.pulse_sigma_ns[p0:p1] * 1e-3 / dt_us,
                 np.dtype(c.dtype),
             )
+
+    def alpha_blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+        """Raw codes of the alpha twin, (k, alpha samples) blocks in frame order."""
+        if self.alpha is None:
+            raise RunLayoutError("this simulation has no alpha channel (alpha=False)")
+        for start in range(0, self.events.n_frames, block_frames):
+            stop = min(start + block_frames, self.events.n_frames)
+            yield render_alpha_block(self._alpha_rng, self.config, self.alpha, start, stop)
+
+    def write_alpha(self, path: Path) -> Path:
+        """Write the alpha twin at ``path``: same triggers and time stamps as the PMT file."""
+        c, ev = self.config, self.events
+        with WfmWriter(
+            path, ev.n_frames, alpha_n_samples(c), c.dtype,
+            y_scale=alpha_y_scale_v(c), y_offset=c.alpha_y_offset_v,
+            x_spacing=c.x_spacing_us * 1e-6, x_start=c.alpha_record_start_us * 1e-6,
+            gmt_sec=ev.gmt_sec, gmt_frac=ev.gmt_frac, tt_offsets=ev.tt_offsets,
+            byte_order=c.byte_order,
+        ) as writer:
+            for block in self.alpha_blocks():
+                writer.write_frames(block)
+        return path
 
     def write(self, path: Path, progress: Callable[[int], None] | None = None) -> Path:
         """Write the file at ``path``; ``progress(k)`` after each block of k frames."""
@@ -109,6 +164,15 @@ def simulate_file_frames(config: SimConfig | None = None, set_index: int = 0,
     :func:`simulate_run` writes for it."""
     sim = FileSimulation(_config(config, overrides), set_index, file_index)
     return np.concatenate(list(sim.blocks())), sim.events
+
+
+def simulate_alpha_frames(config: SimConfig | None = None, set_index: int = 0,
+                          file_index: int = 0, **overrides) -> tuple[np.ndarray, AlphaEvents]:
+    """In-memory alpha codes (n_frames, alpha samples) and alpha truth of one file, exactly
+    what :func:`simulate_run` writes as its alpha twin (``alpha=True`` is implied)."""
+    cfg = _config(config, {"alpha": True, **overrides})
+    sim = FileSimulation(cfg, set_index, file_index)
+    return np.concatenate(list(sim.alpha_blocks())), sim.alpha
 
 
 def simulate_set_frames(config: SimConfig | None = None, set_index: int = 0,
@@ -160,23 +224,43 @@ def simulate_run(out_dir, config: SimConfig | None = None, *, progress=None,
             model = set_model(cfg, s)
             folder = run_dir / model.name
             folder.mkdir(parents=True, exist_ok=True)
-            events, names = [], []
+            events, names, alphas, alpha_names = [], [], [], []
             for f in range(cfg.files_per_set):
                 sim = FileSimulation(cfg, s, f, model)
                 sim.write(folder / sim.name, step)
                 events.append(sim.events)
                 names.append(sim.name)
-                frames.append(_frame_table(sim.events, s, f))
-            sets.append(set_truth(model, events, names))
+                if sim.alpha is not None:
+                    sim.write_alpha(folder / sim.alpha_name)
+                    alphas.append(sim.alpha)
+                    alpha_names.append(sim.alpha_name)
+                frames.append(_frame_table(sim.events, s, f, sim.alpha))
+            entry = set_truth(model, events, names)
+            if cfg.alpha:
+                entry.update(_alpha_set_truth(alphas, alpha_names))
+            sets.append(entry)
     finally:
         close()
     table = {k: np.concatenate([t[k] for t in frames]) for k in frames[0]}
     table["set_names"] = np.array([s["name"] for s in sets])
-    write_truth(run_dir, run_truth(cfg, sets), table)
+    truth = run_truth(cfg, sets)
+    if cfg.alpha:
+        truth["alpha"] = alpha_truth(cfg)
+    write_truth(run_dir, truth, table)
     return run_dir
 
 
-def _frame_table(events: FileEvents, set_index: int, file_index: int) -> dict:
+def _alpha_set_truth(alphas: list[AlphaEvents], names: list[str]) -> dict:
+    from ratag_xr.simulate.alpha import ISOTOPES
+
+    isotope = np.concatenate([a.isotope for a in alphas])
+    counts = {name: int((isotope == i).sum()) for i, name in enumerate(ISOTOPES)}
+    counts["none"] = int((isotope < 0).sum())
+    return {"alpha_files": names, "n_frames_by_isotope": counts}
+
+
+def _frame_table(events: FileEvents, set_index: int, file_index: int,
+                 alpha: AlphaEvents | None = None) -> dict:
     n = events.n_frames
     out = {
         "set_index": np.full(n, set_index, dtype=np.int32),
@@ -184,4 +268,6 @@ def _frame_table(events: FileEvents, set_index: int, file_index: int) -> dict:
         "frame_index": np.arange(n, dtype=np.int32),
     }
     out.update(events.per_frame())
+    if alpha is not None:
+        out.update(alpha.per_frame())
     return out

@@ -19,12 +19,20 @@ Analog truth: areas are sums of the drawn SPE areas, before noise, digitisation,
 analysis' smoothing and clipping and its integration window; an analysis that clips below
 a threshold recovers a few per cent less by design.
 
+Two-channel runs (``alpha=True``, :mod:`ratag_xr.simulate.alpha`) add a run-level ``alpha``
+entry (isotopes, reference energies, chain fractions, the SCA-vs-energy relation
+``sca_relation`` {c0, c1, c2} and the peak positions it gives, resolution, tail, missing
+fraction, pulse shape, record, channels, naming) and per set ``alpha_files`` and
+``n_frames_by_isotope``.
+
 ``RUN_DIR/truth_frames.npz`` (plain arrays, no pickle): one entry per frame in the
 analysis' frame order (sets in folder order, files by name, frames in file order):
 ``set_index``, ``file_index``, ``frame_index`` (frame in file), ``set_names``, and the
 per-frame arrays of :class:`~ratag_xr.simulate.events.FileEvents` (``kind``, ``xray``,
 ``ion_area``, ``ion_start``, ``ion_end``, ``ion_first_pe``, ``ion_last_pe``, ``xray_area``,
-``xray_start``, ``xray_end``, ``s1_n_pe``, ``baseline_mv``, ...).
+``xray_start``, ``xray_end``, ``s1_n_pe``, ``baseline_mv``, ...); with an alpha channel also
+``alpha_isotope`` (index into the isotopes, -1: no alpha), ``alpha_energy_mev`` (deposited),
+``alpha_sca`` (§12 reading of the noise-free pulse) and ``alpha_height_v``.
 """
 
 from __future__ import annotations

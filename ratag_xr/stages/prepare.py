@@ -12,11 +12,12 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ratag_xr.driver import frame_scaling
 from ratag_xr.params import Param, at_least, increasing, nonneg, one_of
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
-from ratag_xr.pipeline.frames import compute_pass, set_order
+from ratag_xr.pipeline.frames import compute_pass
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.store import store_state
 from ratag_xr.vocabulary import describe
@@ -56,11 +57,10 @@ def _labeled(values: dict, set_names) -> xr.Dataset:
     return describe(ds, list(values))
 
 
-def transport_table(store, run_cfg) -> xr.Dataset:
-    """§1 per set: gate/anode voltages, fields, reduced fields, density, drift speed and
-    time (``run_cfg``: the ``run`` section)."""
+def transport_table(store, run_cfg, names) -> xr.Dataset:
+    """§1 per set of ``names``: gate/anode voltages, fields, reduced fields, density, drift
+    speed and time (``run_cfg``: the ``run`` section)."""
     state = store_state(store)
-    names = set_order(store)
     gate = np.array([state["sets"][n]["gate"] for n in names], dtype=float)
     anode = np.array([state["sets"][n]["anode"] for n in names], dtype=float)
     values = set_transport(gate, anode, pressure_bar=run_cfg.pressure,
@@ -72,6 +72,14 @@ def transport_table(store, run_cfg) -> xr.Dataset:
     return describe(ds, ["gate", "anode"]).set_coords(list(TRANSPORT))
 
 
+def _frame_value(value, set_index: int, frame: int) -> float:
+    """A :func:`~ratag_xr.driver.frame_scaling` value (a float or a (set, frame) array with
+    length 1 along the dims it lacks) for one frame."""
+    if np.ndim(value) == 0:
+        return float(value)
+    return float(value[min(set_index, value.shape[0] - 1), min(frame, value.shape[1] - 1)])
+
+
 def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict[str, tuple]:
     """Per set: (mean waveforms of ``n_batches`` frame chunks in mV, pedestal-subtracted; time).
 
@@ -80,8 +88,8 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
     jobs, times = {}, {}
     for ds in nodes.values():
         wf = ds.waveform
-        scale = float(wf.attrs.get("scale_factor", 1.0))
-        offset = float(wf.attrs.get("add_offset", 0.0))
+        # one scale per node, or per frame (constant within a chunk: a chunk is one file)
+        scales, offsets = frame_scaling(wf.transpose(..., "time"))
         chunk = int(ds.attrs.get("frames_per_chunk", 1))
         for i, name in enumerate(ds.set.values):
             valid = np.flatnonzero(ds.valid.values[i])
@@ -93,6 +101,8 @@ def s1_batch_means(nodes: dict, n_batches: int, n_pedestal: int, client) -> dict
             means = []
             for c in pick:
                 frames = valid[(valid >= c * chunk) & (valid < (c + 1) * chunk)]
+                scale = _frame_value(scales, i, frames[0])
+                offset = _frame_value(offsets, i, frames[0])
                 block = wf.data[i, frames[0]: frames[-1] + 1]
                 if np.issubdtype(block.dtype, np.integer):  # codes: no NaN, no float copy
                     mean = block.mean(axis=0, dtype=np.float64)
@@ -165,7 +175,7 @@ def window_table(frames: xr.Dataset, cfg) -> xr.Dataset:
 
 def compute(ctx) -> StageResult:
     cfg = ctx.config.prepare
-    sets = transport_table(ctx.run.store, ctx.config.run)
+    sets = transport_table(ctx.run.store, ctx.config.run, ctx.sets)
     nodes = ctx.nodes()
     batches = s1_batch_means(nodes, cfg.s1_batches, cfg.n_pedestal, ctx.client)
     sets = sets.merge(s1_table(batches, sets.set.values, cfg))
@@ -182,6 +192,7 @@ STAGE = register(Stage(
     name="prepare",
     version=3,
     reads=("waveforms", "features:pass1", "config:run.pressure", "config:run.temperature",
+           "config:run.sets", "config:run.exclude",
            "config:run.drift_gap", "config:run.el_gap", "config:run.run_id"),
     params=PARAMS,
     provides={"sets": ("gate", "anode", *TRANSPORT, *S1, *WINDOW),

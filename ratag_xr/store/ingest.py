@@ -6,6 +6,13 @@ Each file is then one Dask task that copies its frames chunk by chunk into its o
 slots (no two tasks share a chunk, see :mod:`ratag_xr.store.layout`).  When a task
 finishes, the driver writes the file's per-frame coordinates and only then logs ``ok``.
 
+Two-channel sets (ALGORITHMS.md §11): a PMT file gets new slots at the end of its set (a
+new file must sort after the ingested ones in natural order); its alpha twin, checked
+against it (frame count, trigger time stamps to 1 µs, the set's alpha time axis), fills
+the same slots of ``alpha_waveform`` as a task of its own.  A missing or disagreeing twin
+is logged in the manifest and said on screen; the PMT frames stay, with ``alpha_valid``
+False.  An alpha twin that arrives later than its PMT file is added later.
+
 Kill-safety: an interrupted file keeps its ``planned`` slots and is rewritten whole on
 the next run; an ``ok`` file is never touched again.  Memory: a task holds one chunk.
 """
@@ -20,15 +27,32 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ratag_xr.config import Config, polarity_sign
+from ratag_xr.config import Config
 from ratag_xr.errors import IngestOrderError, OwnershipError, StoreError, WfmError
 from ratag_xr.io.lock import writable_folder
 from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import layout as L
-from ratag_xr.store.discover import RunLayout, SetLayout, discover_run
+from ratag_xr.store.discover import (
+    ALPHA,
+    PMT,
+    RunLayout,
+    SetLayout,
+    Twin,
+    channel_tag,
+    discover_run,
+    natural_key,
+    twin_name,
+)
 from ratag_xr.store.manifest import Manifest, content_hash, file_fingerprint
 from ratag_xr.store.schema import create_node, grow_node, write_file_coords, write_set_coords
+
+#: §11: twins' trigger time stamps must agree to this, ns
+TWIN_STAMP_TOLERANCE_NS = 1000
+_NAT = np.iinfo(np.int64).min
+#: (store, message) pairs said in this process: a notice is said once, however often a
+#: command ingests (``ratag-xr run`` ingests, then each stage makes sure it is current)
+_SAID: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -39,11 +63,24 @@ class FileTask:
     set_index: int
     slot0: int
     n_frames: int
+    role: str = PMT  # which waveform variable the file fills
+    twin_of: str | None = None  # an alpha twin: the PMT file whose slots it fills
+    twin_key: str = ""
+    unit: float = 1.0  # raw volts -> stored unit (PMT: 1000 x polarity sign -> mV; alpha: V)
+
+    @property
+    def array(self) -> str:
+        return "waveform" if self.role == PMT else "alpha_waveform"
 
 
 @dataclass
 class IngestSummary:
-    """What an ingest did: files and frames written now, in total, and skipped."""
+    """What an ingest did: files and frames written now, in total, and skipped.
+
+    ``twins``: twin problems (missing or disagreeing alpha twins, alpha files without a
+    PMT twin); ``missing``: per set, raw files ingested earlier that are gone from the run
+    directory (their frames stay in the store); ``notices``: every warning of this ingest.
+    """
 
     store: Path
     files_written: int = 0
@@ -51,12 +88,25 @@ class IngestSummary:
     files_ok: int = 0
     frames_ok: int = 0
     bad: list[dict] = field(default_factory=list)
+    alpha_files_ok: int = 0
+    twins: list[dict] = field(default_factory=list)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
+        alpha = (f" (with {self.alpha_files_ok} alpha file(s))" if self.alpha_files_ok
+                 else "")
         lines = [f"store {self.store}: {self.files_written} file(s) / {self.frames_written} "
-                 f"frame(s) ingested now; {self.files_ok} file(s) / {self.frames_ok} frame(s) "
-                 f"in the store; {len(self.bad)} file(s) skipped"]
+                 f"frame(s) ingested now; {self.files_ok} file(s){alpha} / {self.frames_ok} "
+                 f"frame(s) in the store; {len(self.bad)} file(s) skipped"]
         lines += [f"  skipped {b['set']}/{b['file']}: {b['reason']}" for b in self.bad]
+        if self.twins:
+            lines.append(f"  {len(self.twins)} twin problem(s) (PMT frames kept, alpha NaN):")
+            lines += [f"    {t['set']}/{t['file']}: {t['status']}: {t['reason']}"
+                      for t in self.twins]
+        for name, files in self.missing.items():
+            lines.append(f"  {name}: {len(files)} ingested raw file(s) no longer in the run "
+                         f"directory (frames kept in the store): {', '.join(files)}")
         return "\n".join(lines)
 
 
@@ -65,6 +115,23 @@ def default_store(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ``.zarr`` names the store itself."""
     out = Path(out if out is not None else run_dir)
     return out if out.suffix == ".zarr" else out / L.STORE_NAME
+
+
+#: Run keys that shape what a store holds (the sign of the stored scale, which file is
+#: which channel): a store made with other values must be rebuilt, not extended.
+MADE_WITH = ("polarity", "channel", "channels")
+
+
+def check_made_with(state: dict, config: Config, store) -> None:
+    """Record (first ingest) or check the :data:`MADE_WITH` run keys of a store; a
+    :class:`~ratag_xr.errors.StoreError` naming the key when the config differs."""
+    current = {k: getattr(config.run, k) for k in MADE_WITH}
+    made = state.setdefault("made_with", current)
+    for key in MADE_WITH:
+        if key in made and made[key] != current[key]:
+            raise StoreError(f"{store}: the store was ingested with run.{key} = "
+                             f"{made[key]!r}, the config says {current[key]!r}; rebuild it "
+                             "(--rebuild) to analyse with the new value")
 
 
 def open_store(store: Path) -> zarr.Group:
@@ -88,7 +155,7 @@ def open_store(store: Path) -> zarr.Group:
 
 def _copy_file(task: FileTask, store: str, chunk: int) -> dict:
     """Dask task: copy one raw file's frames into its slots; return its per-frame facts."""
-    arr = zarr.open_array(store=store, path=f"{task.node}/waveform", mode="r+")
+    arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
     digest = content_hash(task.path)
     with read_wfm(task.path) as wfm:
         if wfm.n_frames != task.n_frames:
@@ -102,107 +169,297 @@ def _copy_file(task: FileTask, store: str, chunk: int) -> dict:
             slot = task.slot0 + start
             arr[task.set_index: task.set_index + 1, slot: slot + chunk, :] = buffer
         trigger_ns = wfm.trigger_time.astype("datetime64[ns]").astype(np.int64)
-    return {"hash": digest, "trigger_ns": trigger_ns, **file_fingerprint(task.path)}
+        scale, offset = wfm.y_scale * task.unit, wfm.y_offset * task.unit
+    return {"hash": digest, "trigger_ns": trigger_ns, "scale": scale, "offset": offset,
+            **file_fingerprint(task.path)}
 
 
 def _read_state(root: zarr.Group) -> dict:
     state = dict(root.attrs.get(L.ATTRS_KEY, {}))
     if state and state.get("format") != L.FORMAT_VERSION:
-        raise StoreError(f"store format {state.get('format')} is not {L.FORMAT_VERSION}: "
-                         "rebuild it (--rebuild)")
+        raise StoreError(f"store format {state.get('format')} is not {L.FORMAT_VERSION} "
+                         "(this version stores each file's vertical scale and the alpha "
+                         "channel): rebuild it (--rebuild)")
     state.setdefault("format", L.FORMAT_VERSION)
     state.setdefault("sets", {})
+    state.setdefault("monitors", {})
     state.setdefault("nodes", {})
     return state
+
+
+@dataclass(frozen=True)
+class _Header:
+    key: L.AxisKey
+    n_frames: int
+    trigger_ns: np.ndarray
+
+
+def _header(path: Path) -> _Header:
+    """Time axis, frame count and trigger stamps of a raw file (header and frame tables)."""
+    with read_wfm(path) as wfm:
+        return _Header(L.AxisKey.from_wfm(wfm), int(wfm.n_frames),
+                       wfm.trigger_time.astype("datetime64[ns]").astype(np.int64))
+
+
+def stamp_mismatch(pmt_ns: np.ndarray, alpha_ns: np.ndarray) -> str | None:
+    """Why two twins' trigger stamps disagree (§11: to 1 µs), or None when they agree.
+    A frame without a usable stamp agrees only with a frame without one."""
+    a, b = np.asarray(pmt_ns, dtype=np.int64), np.asarray(alpha_ns, dtype=np.int64)
+    one_missing = (a == _NAT) ^ (b == _NAT)
+    both = (a != _NAT) & (b != _NAT)
+    diff = np.zeros(a.shape, dtype=np.int64)
+    diff[both] = np.abs(a[both] - b[both])
+    bad = one_missing | (diff > TWIN_STAMP_TOLERANCE_NS)
+    if not bad.any():
+        return None
+    k = int(np.argmax(bad))
+    what = ("a time stamp on one side only" if one_missing[k]
+            else f"{diff[k] / 1e3:.3f} µs apart")
+    return (f"trigger time stamps disagree with the PMT twin's at {int(bad.sum())} frame(s), "
+            f"first at frame {k} ({what}; allowed 1 µs)")
 
 
 class _Planner:
     """Decides, from the manifest and headers, which files to write where."""
 
-    def __init__(self, root, state, manifest: Manifest, config: Config, report):
+    def __init__(self, root, state, manifest: Manifest, config: Config, report, warn):
         self.root, self.state, self.manifest = root, state, manifest
-        self.config, self.report = config, report
+        self.config, self.report, self.warn = config, report, warn
         self.tasks: list[FileTask] = []
         self.node_sizes: dict[str, int] = {}  # node -> frame slots needed
+        self.problems: dict[str, list[str]] = {}  # set -> twin problems seen now
+
+    def _placements(self, s: SetLayout) -> dict:
+        return self.state["sets"] if s.kind == PMT else self.state["monitors"]
 
     def plan_set(self, s: SetLayout) -> None:
-        info = self.state["sets"].get(s.name)
-        known = self.manifest.for_set(s.name)
-        placed = [e for e in known if e["status"] in ("planned", "ok")]
+        info = self._placements(s).get(s.name)
+        role = PMT if s.kind == PMT else ALPHA
+        placed = [e for e in self.manifest.for_set(s.name)
+                  if e["status"] in ("planned", "ok") and not e.get("twin_of")]
         next_slot = max((e["slot0"] + e["slots"] for e in placed), default=0)
-        last_name = max((e["file"] for e in placed), default=None)
-        for path in s.files:
+        last_name = placed[-1]["file"] if placed else None
+        for twin in s.twins:
+            path = twin.pmt if s.kind == PMT else twin.alpha
+            if path is None:
+                self._orphan(s, twin)
+                continue
             event = self.manifest.get(s.name, path.name)
-            if event is not None and event["status"] != "bad":
-                self._check_unchanged(s, path, event)
+            if event is not None and event["status"] in ("planned", "ok"):
+                event = self._check_unchanged(path, event)
                 if event["status"] == "planned":
                     self.tasks.append(self._task(s, path, event))
-                continue
-            if event is not None and file_fingerprint(path) == event["fingerprint"]:
+            elif event is not None and event["status"] == "bad" \
+                    and file_fingerprint(path) == event["fingerprint"]:
                 continue  # known bad file, unchanged: still skipped, already reported
-            if last_name is not None and path.name < last_name:
-                raise IngestOrderError(
-                    f"{path}: new file sorts before already ingested {s.name}/{last_name}; "
-                    "frame order would change: rebuild the store (--rebuild)")
-            try:
-                with read_wfm(path) as wfm:
-                    key, n_frames = L.AxisKey.from_wfm(wfm), wfm.n_frames
-            except WfmError as err:
-                self._bad(s, path, err.problem)
-                continue
-            if info is None:
-                info = self._place_set(s, key, n_frames)
-            node_key = L.AxisKey(**self.state["nodes"][info["node"]]["key"])
-            if key != node_key:
-                self._bad(s, path, "time axis or scaling differs from the set's first file: "
-                          + "; ".join(node_key.differences(key)))
-                continue
-            chunk = self.state["nodes"][info["node"]]["chunk"]
-            event = {"set": s.name, "file": path.name, "status": "planned",
-                     "node": info["node"], "set_index": info["index"], "slot0": next_slot,
-                     "slots": L.slots_for(n_frames, chunk), "n_frames": n_frames,
-                     "fingerprint": file_fingerprint(path)}
-            self.manifest.append(event)
-            self.tasks.append(self._task(s, path, event))
-            next_slot += event["slots"]
-            last_name = path.name
+            else:
+                if last_name is not None and natural_key(path.name) < natural_key(last_name):
+                    raise IngestOrderError(
+                        f"{path}: new file sorts before already ingested {s.name}/{last_name} "
+                        "(natural order of the names); frame order would change: rebuild "
+                        "the store (--rebuild)")
+                try:
+                    head = _header(path)
+                except WfmError as err:
+                    self._bad(s, path, err.problem, role)
+                    continue
+                if info is None:
+                    info = self._place_set(s, head, self._alpha_key(s))
+                meta = self.state["nodes"][info["node"]]
+                node_key = L.AxisKey.from_dict(meta["key"] if role == PMT else meta["alpha_key"])
+                if head.key != node_key:
+                    self._bad(s, path, "time axis differs from the set's first file: "
+                              + "; ".join(node_key.differences(head.key)), role)
+                    continue
+                event = {"set": s.name, "file": path.name, "status": "planned", "role": role,
+                         "node": info["node"], "set_index": info["index"], "slot0": next_slot,
+                         "slots": L.slots_for(head.n_frames, meta["chunk"]),
+                         "n_frames": head.n_frames, "fingerprint": file_fingerprint(path)}
+                self.manifest.append(event)
+                self.tasks.append(self._task(s, path, event))
+                next_slot += event["slots"]
+                last_name = path.name
+            if s.kind == PMT and (twin.alpha is not None or s.expects_alpha):
+                self._plan_alpha(s, twin, event, info)
         if info is not None:
             node = info["node"]
             self.node_sizes[node] = max(self.node_sizes.get(node, 0), next_slot)
 
-    def _check_unchanged(self, s: SetLayout, path: Path, event: dict) -> None:
-        if file_fingerprint(path) != event["fingerprint"]:
-            raise StoreError(f"{path}: changed since it was ingested (size or modification "
-                             "time differ from the manifest): rebuild the store (--rebuild)")
+    # -- the alpha twin of a PMT file ---------------------------------------------------------
+    def _plan_alpha(self, s: SetLayout, twin: Twin, pmt_event: dict, info: dict) -> None:
+        pmt, alpha = twin.pmt, twin.alpha
+        channel = self.config.run.alpha_channel
+        if alpha is None:
+            expected = twin_name(pmt.name, channel)
+            reason = f"no alpha twin of {pmt.name} (expected {expected})"
+            self.manifest.append_if_new({"set": s.name, "file": expected, "status": "missing",
+                                         "role": ALPHA, "twin_of": pmt.name,
+                                         "reason": reason})
+            self._problem(s, reason)
+            return
+        event = self.manifest.get(s.name, alpha.name)
+        if event is not None and event.get("twin_of") == pmt.name:
+            if event["status"] in ("planned", "ok") and event["slot0"] == pmt_event["slot0"]:
+                event = self._check_unchanged(alpha, event)
+                if event["status"] == "planned":
+                    self.tasks.append(self._task(s, alpha, event))
+                return
+            if event["status"] == "bad" and file_fingerprint(alpha) == event["fingerprint"]:
+                self._problem(s, f"{alpha.name}: {event['reason']}")
+                return
+        meta = self.state["nodes"][info["node"]]
+        alpha_key = L.AxisKey.from_dict(meta.get("alpha_key"))
+        try:
+            head = _header(alpha)
+        except WfmError as err:
+            self._bad(s, alpha, err.problem, ALPHA, twin_of=pmt.name)
+            return
+        if alpha_key is None:
+            reason = ("the set was ingested without an alpha channel: rebuild the store "
+                      "(--rebuild) to add it")
+        elif head.key != alpha_key:
+            reason = ("alpha time axis differs from the set's: "
+                      + "; ".join(alpha_key.differences(head.key)))
+        elif head.n_frames != pmt_event["n_frames"]:
+            reason = (f"{head.n_frames} frame(s), its PMT twin {pmt.name} has "
+                      f"{pmt_event['n_frames']}")
+        else:
+            try:
+                reason = stamp_mismatch(_header(pmt).trigger_ns, head.trigger_ns)
+            except WfmError as err:
+                reason = f"its PMT twin cannot be read: {err.problem}"
+        if reason is not None:
+            self._bad(s, alpha, reason, ALPHA, twin_of=pmt.name)
+            return
+        event = {"set": s.name, "file": alpha.name, "status": "planned", "role": ALPHA,
+                 "twin_of": pmt.name, "node": info["node"], "set_index": info["index"],
+                 "slot0": pmt_event["slot0"], "slots": pmt_event["slots"],
+                 "n_frames": head.n_frames, "fingerprint": file_fingerprint(alpha)}
+        self.manifest.append(event)
+        self.tasks.append(self._task(s, alpha, event))
+
+    def _orphan(self, s: SetLayout, twin: Twin) -> None:
+        expected = twin_name(twin.alpha.name, self.config.run.pmt_channel)
+        reason = f"no PMT twin (expected {expected}): its frames are not stored"
+        self.manifest.append_if_new({"set": s.name, "file": twin.alpha.name,
+                                     "status": "orphan", "role": ALPHA, "reason": reason})
+        self._problem(s, f"{twin.alpha.name}: {reason}")
+
+    def _problem(self, s: SetLayout, text: str) -> None:
+        self.problems.setdefault(s.name, []).append(text)
+
+    def _alpha_key(self, s: SetLayout) -> L.AxisKey | None:
+        """The alpha time axis of a PMT set: that of its first readable alpha file."""
+        if s.kind != PMT:
+            return None
+        for path in s.alpha_files:
+            try:
+                return _header(path).key
+            except WfmError:
+                continue
+        return None
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _check_unchanged(self, path: Path, event: dict) -> dict:
+        """The file's event, its fingerprint brought up to date when only the modification
+        time changed and the content is the ingested one (a ``touch``)."""
+        now = file_fingerprint(path)
+        if now == event["fingerprint"]:
+            return event
+        if now["size"] == event["fingerprint"]["size"]:
+            # planned: the file is rewritten whole from its current bytes anyway
+            if event["status"] == "planned" or content_hash(path) == event.get("hash"):
+                event = dict(event, fingerprint=now)
+                self.manifest.append(event)
+                return event
+            what = "its content hash differs from the manifest's"
+        else:
+            what = (f"size {now['size']} bytes, the manifest has "
+                    f"{event['fingerprint']['size']}")
+        raise StoreError(f"{path}: changed since it was ingested ({what}): rebuild the store "
+                         "(--rebuild)")
 
     def _task(self, s: SetLayout, path: Path, event: dict) -> FileTask:
+        role = event.get("role", PMT)
+        unit = 1000.0 * self.config.run.sign if role == PMT else 1.0
         return FileTask(set_name=s.name, path=path, node=event["node"],
                         set_index=event["set_index"], slot0=event["slot0"],
-                        n_frames=event["n_frames"])
+                        n_frames=event["n_frames"], role=role, twin_of=event.get("twin_of"),
+                        twin_key=channel_tag(path.name)[0], unit=unit)
 
-    def _bad(self, s: SetLayout, path: Path, reason: str) -> None:
-        self.manifest.append({"set": s.name, "file": path.name, "status": "bad",
-                              "reason": reason, "fingerprint": file_fingerprint(path)})
-        self.report(f"skipping {s.name}/{path.name}: {reason}")
+    def _bad(self, s: SetLayout, path: Path, reason: str, role: str,
+             twin_of: str | None = None) -> None:
+        event = {"set": s.name, "file": path.name, "status": "bad", "role": role,
+                 "reason": reason, "fingerprint": file_fingerprint(path)}
+        if twin_of is not None:
+            event["twin_of"] = twin_of
+            self._problem(s, f"{path.name}: {reason}")
+        else:
+            self.report(f"skipping {s.name}/{path.name}: {reason}")
+        self.manifest.append(event)
 
-    def _place_set(self, s: SetLayout, key: L.AxisKey, n_frames: int) -> dict:
+    def _place_set(self, s: SetLayout, head: _Header, alpha_key: L.AxisKey | None) -> dict:
         nodes = self.state["nodes"]
-        node = next((n for n, v in nodes.items() if L.AxisKey(**v["key"]) == key), None)
+        kind = s.kind
+        key = head.key if kind == PMT else None
+        alpha_key = alpha_key if kind == PMT else head.key
+        wanted = (kind, None if key is None else key.to_dict(),
+                  None if alpha_key is None else alpha_key.to_dict())
+        node = next((n for n, v in nodes.items()
+                     if (v["kind"], v["key"], v["alpha_key"]) == wanted), None)
         if node is None:
             node = f"{L.NODE_PREFIX}{len(nodes)}"
-            ing = self.config.ingest
-            chunk = L.frames_per_chunk(n_frames, key.n_samples, np.dtype(key.dtype).itemsize,
-                                       ing.chunk_mb)
-            nodes[node] = {"key": key.to_dict(), "chunk": chunk, "n_sets": 0,
-                           "codec": {"compressor": ing.compressor, "clevel": ing.clevel,
-                                     "shuffle": ing.shuffle}}
+            main = key if key is not None else alpha_key
+            chunk = L.frames_per_chunk(head.n_frames, main.n_samples,
+                                       np.dtype(main.dtype).itemsize,
+                                       self.config.ingest.chunk_mb)
+            nodes[node] = {"kind": kind, "key": wanted[1], "alpha_key": wanted[2],
+                           "chunk": chunk, "n_sets": 0, "codec": dict(self.state["codec"])}
         index = nodes[node]["n_sets"]
         nodes[node]["n_sets"] += 1
-        info = {"node": node, "index": index, "gate": s.gate, "anode": s.anode}
-        self.state["sets"][s.name] = info
+        info = {"node": node, "index": index}
+        if kind == PMT:  # a monitor set has no voltages (JSON attributes hold no NaN)
+            info.update(gate=s.gate, anode=s.anode)
+        self._placements(s)[s.name] = info
         # Persist the placement before any manifest event refers to it (kill-safety).
         self.root.attrs[L.ATTRS_KEY] = self.state
         return info
+
+
+def _notifier(store: Path, summary: IngestSummary):
+    """``warn(message)``: said once per store and process, kept in the summary always."""
+
+    def warn(message: str) -> None:
+        summary.notices.append(message)
+        if (str(store), message) not in _SAID:
+            _SAID.add((str(store), message))
+            print(f"ratag-xr: warning: {message}", file=sys.stderr, flush=True)
+
+    return warn
+
+
+def _store_codec(state: dict, wanted: dict, warn) -> None:
+    """The store's codec: set on creation; an existing store keeps its own (one notice)."""
+    have = state.get("codec")
+    if have is None:
+        state["codec"] = dict(wanted)
+    elif have != wanted:
+        warn(f"the store keeps its codec {have}; the configured {wanted} applies to a new "
+             "store (ingest --rebuild)")
+
+
+def _missing_files(layout: RunLayout, manifest: Manifest, warn) -> dict[str, list[str]]:
+    """Ingested files gone from the run directory, per set (their frames stay stored)."""
+    gone: dict[str, list[str]] = {}
+    for (set_name, file), event in manifest.entries.items():
+        if event["status"] == "ok" and not (layout.run_dir / set_name / file).exists():
+            gone.setdefault(set_name, []).append(file)
+    for set_name, files in gone.items():
+        files.sort(key=natural_key)
+        warn(f"{set_name}: {len(files)} raw file(s) ingested earlier are no longer in "
+             f"{layout.run_dir / set_name}: {', '.join(files)}; their frames stay in the "
+             "store and are analysed")
+    return gone
 
 
 def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Config | None = None,
@@ -210,12 +467,16 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
            progress: bool = True) -> IngestSummary:
     """Read the raw files of ``run_dir`` into the Zarr store ``store`` (created if absent).
 
-    Only files not yet in the store are read; a new file sorting before ingested ones is an
-    :class:`~ratag_xr.errors.IngestOrderError` (use ``rebuild=True``).  Corrupt files are
-    reported, recorded in the manifest and skipped.  ``client`` is a ``distributed.Client``;
-    without one a LocalCluster sized to the machine is started for the duration.
+    Only files not yet in the store are read; a new file sorting before ingested ones (in
+    natural order) is an :class:`~ratag_xr.errors.IngestOrderError` (use ``rebuild=True``).
+    Corrupt files are reported, recorded in the manifest and skipped; twin problems and
+    raw files deleted since they were ingested are reported and the ingest goes on.
+    ``client`` is a ``distributed.Client``; without one a LocalCluster sized to the machine
+    is started for the duration.
     """
     config = config or Config()
+    # checked when the config was built: a bad codec never reaches a store
+    codec = {k: getattr(config.ingest, k) for k in ("compressor", "clevel", "shuffle")}
     store = Path(store) if store is not None else default_store(run_dir)
     nfiles = nfiles if nfiles is not None else config.ingest.nfiles
     layout: RunLayout = discover_run(run_dir, config.run, nfiles=nfiles)
@@ -226,23 +487,34 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
     if rebuild:
         remove_store(store, "waveforms")  # refuses (deletes nothing) unless ratag_xr made it
         L.manifest_path(store).unlink(missing_ok=True)
+    summary = IngestSummary(store=store)
+    warn = _notifier(store, summary)
+    for notice in layout.notices:
+        warn(notice)
     root = open_store(store)
     state = _read_state(root)
+    check_made_with(state, config, store)
+    _store_codec(state, codec, warn)
     manifest = Manifest.load(L.manifest_path(store))
-    planner = _Planner(root, state, manifest, config, report)
+    planner = _Planner(root, state, manifest, config, report, warn)
     for s in layout.sets:
         planner.plan_set(s)
+    for set_name, problems in planner.problems.items():
+        warn(f"{set_name}: {len(problems)} twin problem(s); the PMT frames are kept with NaN "
+             f"alpha values: {'; '.join(problems[:8])}"
+             + (f"; and {len(problems) - 8} more" if len(problems) > 8 else ""))
+    summary.missing = _missing_files(layout, manifest, warn)
     state.update(run_id=layout.run_id, run_dir=str(layout.run_dir.resolve()),
                  params=config.to_dict()["run"])
     _prepare_nodes(store, state, planner.node_sizes, config)
     root.attrs[L.ATTRS_KEY] = state
 
-    summary = IngestSummary(store=store)
     if planner.tasks:
         _run_tasks(store, state, planner.tasks, manifest, summary, client, progress, report)
     totals = manifest.summary()
     summary.files_ok, summary.frames_ok, summary.bad = (
         totals["files_ok"], totals["frames_ok"], totals["bad"])
+    summary.alpha_files_ok, summary.twins = totals["alpha_files_ok"], totals["twins"]
     return summary
 
 
@@ -250,21 +522,26 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
     """Create new nodes, grow existing ones to the planned size, write the sets' coordinates."""
     for node, n_slots in sizes.items():
         meta = state["nodes"][node]
-        key = L.AxisKey(**meta["key"])
-        names = [n for n, v in sorted(state["sets"].items(), key=lambda kv: kv[1]["index"])
+        key, alpha_key = L.AxisKey.from_dict(meta["key"]), L.AxisKey.from_dict(meta["alpha_key"])
+        placements = state["sets"] if meta["kind"] == PMT else state["monitors"]
+        names = [n for n, v in sorted(placements.items(), key=lambda kv: kv[1]["index"])
                  if v["node"] == node]
         group = zarr.open_group(store=str(store), mode="a")
         if node in group and not group[node].attrs.get("complete"):
             shutil.rmtree(store / node)  # creation was interrupted; nothing in it is ok yet
             group = zarr.open_group(store=str(store), mode="a")
         if node not in group:
-            codec = L.blosc_codec(meta["codec"]["compressor"], meta["codec"]["clevel"],
-                                  meta["codec"]["shuffle"], key.dtype)
-            create_node(store, node, key, len(names), n_slots, meta["chunk"], codec,
-                        polarity_sign(config))
+            c = meta["codec"]
+
+            def codec(dtype, c=c):
+                return L.blosc_codec(c["compressor"], c["clevel"], c["shuffle"], dtype)
+
+            create_node(store, node, key, alpha_key, len(names), n_slots, meta["chunk"], codec)
         else:
             grow_node(store, node, len(names), n_slots)
-        write_set_coords(store, node, [(n, state["sets"][n]) for n in names], key, config.run)
+        main = key if key is not None else alpha_key
+        write_set_coords(store, node, [(n, placements[n]) for n in names], main.x_spacing,
+                         config.run)
 
 
 def _run_tasks(store, state, tasks, manifest, summary, client, progress, report):
@@ -287,19 +564,22 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
             try:
                 facts = fut.result()
             except WfmError as err:
-                manifest.append({"set": task.set_name, "file": task.path.name, "status": "bad",
-                                 "reason": err.problem,
-                                 "fingerprint": file_fingerprint(task.path)})
+                event = {"set": task.set_name, "file": task.path.name, "status": "bad",
+                         "role": task.role, "reason": err.problem,
+                         "fingerprint": file_fingerprint(task.path)}
+                if task.twin_of is not None:
+                    event["twin_of"] = task.twin_of
+                manifest.append(event)
                 report(f"skipping {task.set_name}/{task.path.name}: {err.problem}")
                 bar.update(1)
                 continue
-            write_file_coords(store, task, facts["trigger_ns"])
+            write_file_coords(store, task, facts)
             event = dict(manifest.get(task.set_name, task.path.name))
             event.update(status="ok", hash=facts["hash"],
                          fingerprint={"size": facts["size"], "mtime_ns": facts["mtime_ns"]})
             manifest.append(event)
             summary.files_written += 1
-            summary.frames_written += task.n_frames
+            if task.twin_of is None:
+                summary.frames_written += task.n_frames
             bar.update(1)
         bar.close()
-

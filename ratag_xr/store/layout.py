@@ -4,21 +4,30 @@ The store is a Zarr v3 hierarchy::
 
     waveforms.manifest.jsonl   beside the store: one line per raw file event (append-only)
     waveforms.zarr/
-      zarr.json          root attributes: run id, run parameters, set -> node map
-      axis0/             one node per distinct time axis and vertical scaling
-        waveform         (set, frame, time) raw int8/int16 codes, scale_factor/add_offset -> mV
-        time             (time) µs
+      zarr.json          root attributes: run id, run parameters, codec, set -> node map
+      axis0/             one node per distinct PMT time axis (and alpha time axis)
+        waveform         (set, frame, time) raw PMT codes; mV = code * code_scale + code_offset
+        alpha_waveform   (set, frame, alpha_time) raw alpha codes; V = code * alpha_code_scale
+                         + alpha_code_offset (two-channel sets only)
+        time, alpha_time µs
         set, gate, ...   per-set coordinates
-        file, ...        per-frame coordinates (set, frame)
+        file, twin_key, frame_in_file, trigger_time, valid, code_scale, code_offset,
+        alpha_file, alpha_valid, alpha_code_scale, alpha_code_offset
+                         per-frame coordinates (set, frame)
 
-Sets whose records differ in length, sample spacing, first-sample time, code type or
-vertical scale live in different nodes, so no set is ever put on a wrong time axis.
+Sets whose records differ in length, sample spacing, first-sample time or code type live in
+different nodes, so no set is ever put on a wrong time axis.  The vertical scale is not part
+of a node's key: each file's own scale and offset are stored per frame (``code_scale``,
+``code_offset``), so a set whose volts/div changed between files keeps every frame.
+Alpha monitor sets (``Ch4_noSCA``, ...) live in nodes that hold only ``alpha_waveform``.
 
 Frame slots: each raw file owns a whole number of frame chunks, so every chunk holds
 frames of exactly one file.  Files can then be written in parallel without two tasks
 touching one chunk, and a new file never rewrites old chunks.  The price is a few
 padding slots at the end of a file whose frame count is not a multiple of the chunk
 length; padding has ``valid == False`` and costs nothing on disk (zeros compress away).
+An alpha file fills the slots of its PMT twin in ``alpha_waveform``, chunked like
+``waveform`` along ``frame``: one task can read both channels of the same frames.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from pathlib import Path
 import numpy as np
 from zarr.codecs import BloscCodec, BloscShuffle
 
-FORMAT_VERSION = 1
+#: 2: per-frame vertical scaling, twin keys and the alpha channel (1: scale per node)
+FORMAT_VERSION = 2
 STORE_NAME = "waveforms.zarr"
 
 
@@ -44,20 +54,23 @@ NODE_PREFIX = "axis"
 
 @dataclass(frozen=True)
 class AxisKey:
-    """What must be equal for two files to share a node (values from the WFM header)."""
+    """What must be equal for two files of one channel to share a node (from the WFM header).
+
+    The vertical scale is not part of it: it is stored per frame."""
 
     dtype: str  # numpy dtype string of the raw codes, e.g. "int16"
     n_samples: int
     x_spacing: float  # s
     x_start: float  # s, first kept sample relative to the trigger
-    y_scale: float  # V per code
-    y_offset: float  # V
 
     @classmethod
     def from_wfm(cls, wfm) -> AxisKey:
         return cls(dtype=np.dtype(wfm.raw_dtype).name, n_samples=int(wfm.n_samples),
-                   x_spacing=float(wfm.x_spacing), x_start=float(wfm.x_start),
-                   y_scale=float(wfm.y_scale), y_offset=float(wfm.y_offset))
+                   x_spacing=float(wfm.x_spacing), x_start=float(wfm.x_start))
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> AxisKey | None:
+        return None if values is None else cls(**values)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +113,7 @@ def slots_for(n_frames: int, chunk: int) -> int:
     return math.ceil(n_frames / chunk) * chunk
 
 
+#: Blosc codecs both zarr's BloscCodec and numcodecs' Blosc accept
 def blosc_codec(compressor: str, clevel: int, shuffle: str, dtype) -> BloscCodec:
     """The Blosc codec for raw codes; ``shuffle='auto'`` is bit shuffle (noise-dominated
     codes keep their high bits constant: bit planes compress, bytes barely)."""

@@ -1,6 +1,9 @@
 """The ingest manifest: an append-only JSON-lines log of what happened to each raw file.
 
-Each line is one event for one file (``planned``, ``ok`` or ``bad``).  A line is
+Each line is one event for one file (``planned``, ``ok`` or ``bad``; for the twins of a
+two-channel set also ``missing``: the expected alpha twin of a PMT file is absent, and
+``orphan``: an alpha file has no PMT twin).  An alpha twin's events name its PMT file in
+``twin_of``; ``role`` is ``pmt`` or ``alpha``.  A line is
 appended and flushed to disk only after what it states is true (``ok`` after every
 frame and per-frame coordinate of the file is written), so a kill at any moment leaves
 a manifest that under-states, never over-states, the store.  A torn last line from a
@@ -14,6 +17,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ratag_xr.store.discover import natural_key
 
 HASH_NAME = "blake2b"
 _HASH_BLOCK = 8 * 2**20
@@ -67,15 +72,34 @@ class Manifest:
     def get(self, set_name: str, file_name: str) -> dict | None:
         return self.entries.get((set_name, file_name))
 
+    def append_if_new(self, event: dict, keys=("status", "reason", "twin_of")) -> bool:
+        """Append ``event`` unless the file's newest event already says the same."""
+        old = self.get(event["set"], event["file"])
+        if old is not None and all(old.get(k) == event.get(k) for k in keys):
+            return False
+        self.append(event)
+        return True
+
     def for_set(self, set_name: str, status: str | None = None) -> list[dict]:
+        """The set's newest events, in natural order of the file names."""
         events = [e for (s, _), e in self.entries.items() if s == set_name]
         if status is not None:
             events = [e for e in events if e["status"] == status]
-        return sorted(events, key=lambda e: e["file"])
+        return sorted(events, key=lambda e: natural_key(e["file"]))
 
     def summary(self) -> dict:
-        ok = [e for e in self.entries.values() if e["status"] == "ok"]
-        bad = [e for e in self.entries.values() if e["status"] == "bad"]
-        return {"files_ok": len(ok), "frames_ok": sum(e["n_frames"] for e in ok),
-                "files_bad": len(bad), "bad": [{"set": e["set"], "file": e["file"],
-                                                "reason": e["reason"]} for e in bad]}
+        """Counts of the store's files and frames (a trigger counts once, however many
+        channel files it has), the skipped files and the twin problems."""
+        events = list(self.entries.values())
+        ok = [e for e in events if e["status"] == "ok"]
+        bad = [e for e in events if e["status"] == "bad" and not e.get("twin_of")]
+        twins = [e for e in events if e["status"] in ("missing", "orphan")
+                 or (e["status"] == "bad" and e.get("twin_of"))]
+        return {"files_ok": len(ok),
+                "frames_ok": sum(e["n_frames"] for e in ok if not e.get("twin_of")),
+                "alpha_files_ok": sum(e.get("role") == "alpha" for e in ok),
+                "files_bad": len(bad),
+                "bad": [{"set": e["set"], "file": e["file"], "reason": e["reason"]}
+                        for e in bad],
+                "twins": [{"set": e["set"], "file": e["file"], "status": e["status"],
+                           "reason": e.get("reason", "")} for e in twins]}

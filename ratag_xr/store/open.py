@@ -5,36 +5,54 @@ from __future__ import annotations
 from pathlib import Path
 
 import dask
+import dask.array as da
+import numpy as np
 import xarray as xr
 import zarr
 
 from ratag_xr.errors import StoreError
 from ratag_xr.store import layout as L
+from ratag_xr.store.schema import PRESENT, SCALE_ATTRS
+
+WAVEFORMS = tuple(SCALE_ATTRS)  # ("waveform", "alpha_waveform")
 
 
 def store_state(store: str | Path) -> dict:
-    """The store's own bookkeeping (run id, parameters, set -> node map)."""
+    """The store's own bookkeeping (run id, parameters, set -> node map; ``monitors``:
+    alpha monitor set -> node map)."""
     store = Path(store)
     if not (store / "zarr.json").exists():
         raise StoreError(f"{store}: not a ratag_xr waveform store (run `ratag-xr ingest` first)")
     state = zarr.open_group(store=str(store), mode="r").attrs.get(L.ATTRS_KEY)
-    if not state or not state.get("sets"):
+    if not state or not (state.get("sets") or state.get("monitors")):
         raise StoreError(f"{store}: the store holds no sets yet")
-    return dict(state)
+    if state.get("format") != L.FORMAT_VERSION:
+        raise StoreError(f"{store}: store format {state.get('format')} is not "
+                         f"{L.FORMAT_VERSION}: rebuild it (ratag-xr ingest --rebuild)")
+    state = dict(state)
+    state.setdefault("monitors", {})
+    return state
 
 
 def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
-    """The run as a DataTree: one child per time axis, each with ``waveform(set, frame, time)``.
+    """The run as a DataTree: one child per time axis.
 
-    Waveforms decode lazily (Dask) to positive-going mV; ``raw=True`` keeps the integer
-    codes with ``scale_factor``/``add_offset`` in their attributes (what the kernels take).
-    Padding frames have ``valid == False``.  Root attributes hold the run id and parameters.
+    A PMT node has ``waveform(set, frame, time)`` and, for two-channel sets,
+    ``alpha_waveform(set, frame, alpha_time)``, both chunked alike along ``frame``; an alpha
+    monitor node has only ``alpha_waveform``.  Waveforms decode lazily (Dask): the PMT to
+    positive-going mV, the alpha channel to V, each frame with its own file's scale
+    (``code_scale``/``code_offset``, ``alpha_code_scale``/``alpha_code_offset``).  Frames
+    without data are NaN: padding (``valid == False``) where scales differ, and alpha frames
+    whose twin is missing or disagrees (``alpha_valid == False``).  ``raw=True`` keeps the
+    integer codes; their attributes name the scale coordinates (``scale_coord``,
+    ``offset_coord``) and, where every frame shares one scale, also hold it as
+    ``scale_factor``/``add_offset`` (what the kernels take).  Frame identity: ``file``,
+    ``twin_key``, ``frame_in_file``; root attributes hold the run id.
     """
     state = store_state(store)
-    mask = {"waveform": False} if raw else None
     tree = xr.open_datatree(str(store), engine="zarr", consolidated=False, chunks={},
-                            mask_and_scale=mask)
-    nodes = {f"/{name}": _load_coords(child.to_dataset())
+                            mask_and_scale={name: False for name in WAVEFORMS})
+    nodes = {f"/{name}": _channels(_load_coords(child.to_dataset()), raw)
              for name, child in tree.children.items()}
     root = xr.Dataset(attrs={"run_id": state["run_id"], "run_dir": state.get("run_dir", ""),
                              "store": str(Path(store))})
@@ -52,18 +70,87 @@ def _load_coords(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign_coords(coords)
 
 
+def common_scaling(ds: xr.Dataset, name: str) -> tuple[float, float] | None:
+    """(scale, offset) shared by every frame of waveform ``name`` that holds data, or None
+    when they differ (or when frames of a valid slot lack this channel's data)."""
+    present = np.asarray(ds[PRESENT[name]].values, dtype=bool)
+    if not present.any() or (np.asarray(ds.valid.values, dtype=bool) & ~present).any():
+        return None
+    attrs = SCALE_ATTRS[name]
+    scale = np.asarray(ds[attrs["scale_coord"]].values)[present]
+    offset = np.asarray(ds[attrs["offset_coord"]].values)[present]
+    if np.all(scale == scale[0]) and np.all(offset == offset[0]):
+        return float(scale[0]), float(offset[0])
+    return None
+
+
+def _channels(ds: xr.Dataset, raw: bool) -> xr.Dataset:
+    """Waveform variables as raw codes (with their scaling attributes) or decoded."""
+    for name in WAVEFORMS:
+        if name not in ds.data_vars:
+            continue
+        var = ds[name]
+        attrs = {k: v for k, v in var.attrs.items() if k not in ("scale_factor", "add_offset")}
+        attrs.update(SCALE_ATTRS[name])
+        common = common_scaling(ds, name)
+        if raw:
+            if common is not None:
+                attrs.update(scale_factor=common[0], add_offset=common[1])
+            ds[name] = xr.Variable(var.dims, var.data, attrs, var.encoding)
+            continue
+        data = var.data.astype(np.float64)
+        if common is not None:
+            data = data * common[0] + common[1]
+        else:
+            present = np.asarray(ds[PRESENT[name]].values, dtype=bool)
+            names = SCALE_ATTRS[name]
+            chunks = (*data.chunks[:2], (1,))
+            scale = np.where(present, ds[names["scale_coord"]].values, np.nan)[..., None]
+            offset = np.where(present, ds[names["offset_coord"]].values, np.nan)[..., None]
+            data = data * da.from_array(scale, chunks=chunks) + da.from_array(offset,
+                                                                                chunks=chunks)
+        for key in SCALE_ATTRS[name]:
+            attrs.pop(key)
+        ds[name] = xr.Variable(var.dims, data, attrs, var.encoding)
+    return ds
+
+
+def _node_of(state: dict, store, set_name: str) -> str:
+    for table in ("sets", "monitors"):
+        if set_name in state[table]:
+            return state[table][set_name]["node"]
+    raise StoreError(f"{store}: no set {set_name!r}; sets: {sorted(state['sets'])}"
+                     + (f", alpha monitor sets: {sorted(state['monitors'])}"
+                        if state["monitors"] else ""))
+
+
 def open_set(store: str | Path, set_name: str, *, raw: bool = False) -> xr.Dataset:
-    """One set's node dataset restricted to that set and its valid frames."""
+    """One set's node dataset restricted to that set and its valid frames (a PMT set or an
+    alpha monitor set).  Raw codes get ``scale_factor``/``add_offset`` when the set's frames
+    share one scale (even where the node's other sets differ)."""
     state = store_state(store)
-    if set_name not in state["sets"]:
-        raise StoreError(f"{store}: no set {set_name!r}; sets: {sorted(state['sets'])}")
-    node = state["sets"][set_name]["node"]
+    node = _node_of(state, store, set_name)
     ds = open_run(store, raw=raw)[node].to_dataset()
     ds = ds.sel(set=set_name)
-    return ds.isel(frame=ds.valid.values)
+    ds = ds.isel(frame=ds.valid.values)
+    if raw:
+        for name in WAVEFORMS:
+            common = common_scaling(ds, name) if name in ds.data_vars else None
+            if common is not None:
+                ds[name].attrs.update(scale_factor=common[0], add_offset=common[1])
+    return ds
 
 
 def run_nodes(store: str | Path, *, raw: bool = False) -> dict[str, xr.Dataset]:
-    """Each node's Dataset by node name (the unit the per-frame driver maps over)."""
+    """Each PMT node's Dataset by node name (the unit the per-frame driver maps over); a
+    two-channel node holds ``alpha_waveform`` beside ``waveform``."""
     tree = open_run(store, raw=raw)
-    return {name: child.to_dataset() for name, child in tree.children.items()}
+    return {name: child.to_dataset() for name, child in tree.children.items()
+            if "waveform" in child.data_vars}
+
+
+def alpha_nodes(store: str | Path, *, raw: bool = False) -> dict[str, xr.Dataset]:
+    """Each node holding ``alpha_waveform`` (two-channel PMT nodes and monitor nodes)."""
+    tree = open_run(store, raw=raw)
+    return {name: child.to_dataset() for name, child in tree.children.items()
+            if "alpha_waveform" in child.data_vars}

@@ -32,46 +32,91 @@ PER_SET = {
 }
 PER_FRAME = {
     "file": ("1", "raw file name", object, ""),
+    "twin_key": ("1", "twin key: raw file name without channel tag (§11 frame identity)",
+                 object, ""),
     "frame_in_file": ("1", "frame index within its raw file", np.int32, -1),
     "valid": ("1", "frame slot holds an ingested frame (false: padding)", bool, False),
 }
+PMT_FRAME = {
+    "code_scale": ("mV", "PMT mV per raw code (polarity included): mV = code * code_scale "
+                   "+ code_offset", np.float64, np.nan),
+    "code_offset": ("mV", "PMT offset of the raw codes", np.float64, np.nan),
+}
+ALPHA_FRAME = {
+    "alpha_file": ("1", "raw file name of the alpha channel", object, ""),
+    "alpha_valid": ("1", "frame slot holds an ingested alpha frame (false: padding, no or "
+                    "disagreeing alpha twin)", bool, False),
+    "alpha_code_scale": ("V", "alpha volts per raw code: V = code * alpha_code_scale + "
+                         "alpha_code_offset", np.float64, np.nan),
+    "alpha_code_offset": ("V", "alpha offset of the raw codes", np.float64, np.nan),
+}
+#: attrs of a waveform variable naming its per-frame scaling coordinates
+SCALE_ATTRS = {"waveform": {"scale_coord": "code_scale", "offset_coord": "code_offset"},
+               "alpha_waveform": {"scale_coord": "alpha_code_scale",
+                                  "offset_coord": "alpha_code_offset"}}
+#: (set, frame) coordinates that say which frames of a waveform variable hold data
+PRESENT = {"waveform": "valid", "alpha_waveform": "alpha_valid"}
 
 
-def create_node(store: Path, node: str, key: AxisKey, n_sets: int, n_slots: int, chunk: int,
-                codec, sign: float) -> None:
-    """Write the metadata of a new node holding ``n_sets`` sets of ``n_slots`` frame slots."""
-    shape = (n_sets, n_slots, key.n_samples)
-    waveform = da.zeros(shape, dtype=key.dtype, chunks=(1, chunk, key.n_samples))
-    mv = 1000.0 * sign
+def frame_specs(pmt: bool, alpha: bool) -> dict:
+    """The per-frame coordinates of a node with the given channels."""
+    return {**PER_FRAME, **(PMT_FRAME if pmt else {}), **(ALPHA_FRAME if alpha else {})}
+
+
+def _time_coord(key: AxisKey, long_name: str) -> tuple:
+    return key.time_us(), {"units": "µs", "long_name": long_name,
+                           "sample_spacing": key.dt_us, "first_sample": key.t0_us}
+
+
+def create_node(store: Path, node: str, key: AxisKey | None, alpha_key: AxisKey | None,
+                n_sets: int, n_slots: int, chunk: int, codec) -> None:
+    """Write the metadata of a new node holding ``n_sets`` sets of ``n_slots`` frame slots.
+
+    ``key``: the PMT time axis (None: an alpha monitor node); ``alpha_key``: the alpha time
+    axis (None: no alpha channel).  ``codec(dtype)`` gives each waveform's compressor.
+    """
+    variables, coords, encoding = {}, {}, {}
+    for name, axis, dim, long_name, units, time_name in (
+            ("waveform", key, "time", "PMT signal, positive-going", "mV",
+             "time relative to the trigger"),
+            ("alpha_waveform", alpha_key, "alpha_time", "alpha detector signal", "V",
+             "alpha channel time relative to the trigger")):
+        if axis is None:
+            continue
+        shape = (n_sets, n_slots, axis.n_samples)
+        data = da.zeros(shape, dtype=axis.dtype, chunks=(1, chunk, axis.n_samples))
+        variables[name] = (("set", "frame", dim), data, {
+            "units": units, "long_name": long_name, **SCALE_ATTRS[name]})
+        coords[dim] = (dim, *_time_coord(axis, time_name))
+        encoding[name] = {"compressors": [codec(axis.dtype)],
+                          "chunks": (1, chunk, axis.n_samples)}
     ds = xr.Dataset(
-        {"waveform": (("set", "frame", "time"), waveform, {
-            "units": "mV", "long_name": "PMT signal, positive-going",
-            "scale_factor": key.y_scale * mv, "add_offset": key.y_offset * mv})},
+        variables,
         coords={
             "set": ("set", np.full(n_sets, "", dtype=object), {"long_name": "set name",
                                                                "units": "1"}),
             "frame": ("frame", np.arange(n_slots), {"long_name": "frame slot in the set",
                                                     "units": "1"}),
-            "time": ("time", key.time_us(), {
-                "units": "µs", "long_name": "time relative to the trigger",
-                "sample_spacing": key.dt_us, "first_sample": key.t0_us}),
+            **coords,
             "trigger_time": (("set", "frame"), np.full((n_sets, n_slots), _NAT).view(
                 "datetime64[ns]"), {"long_name": "trigger time stamp (GMT)"}),
         },
-        attrs={"axis": key.to_dict(), "frames_per_chunk": chunk},
+        attrs={"frames_per_chunk": chunk,
+               **({} if key is None else {"axis": key.to_dict()}),
+               **({} if alpha_key is None else {"alpha_axis": alpha_key.to_dict()})},
     )
     for name, (units, long_name, dtype, fill) in PER_SET.items():
         ds.coords[name] = ("set", np.full(n_sets, fill, dtype=dtype),
                            {"units": units, "long_name": long_name})
-    for name, (units, long_name, dtype, fill) in PER_FRAME.items():
+    specs = frame_specs(key is not None, alpha_key is not None)
+    for name, (units, long_name, dtype, fill) in specs.items():
         ds.coords[name] = (("set", "frame"), np.full((n_sets, n_slots), fill, dtype=dtype),
                            {"units": units, "long_name": long_name})
     coord_chunks = {"chunks": (1, min(_COORD_CHUNK, max(1, n_slots)))}
-    encoding = {"waveform": {"compressors": [codec], "chunks": (1, chunk, key.n_samples)},
-                "trigger_time": {**TRIGGER_ENCODING, **coord_chunks},
-                "set": {"chunks": (1024,)}, "frame": {"chunks": (_COORD_CHUNK,)}}
+    encoding.update({"trigger_time": {**TRIGGER_ENCODING, **coord_chunks},
+                     "set": {"chunks": (1024,)}, "frame": {"chunks": (_COORD_CHUNK,)}})
     encoding.update({k: {"chunks": (1024,)} for k in PER_SET})
-    encoding.update({k: dict(coord_chunks) for k in PER_FRAME})
+    encoding.update({k: dict(coord_chunks) for k in specs})
     ds.to_zarr(str(store), group=node, mode="w-", compute=False, zarr_format=3,
                consolidated=False, encoding=encoding)
     zarr.open_group(store=str(store), path=node, mode="r+").attrs["complete"] = True
@@ -85,7 +130,8 @@ def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
     """
     group = zarr.open_group(store=str(store), path=node, mode="r+")
     old_sets, old_frames = group["set"].shape[0], group["frame"].shape[0]
-    fills = {name: spec[3] for name, spec in {**PER_SET, **PER_FRAME}.items()}
+    specs = {**PER_SET, **PER_FRAME, **PMT_FRAME, **ALPHA_FRAME}
+    fills = {name: spec[3] for name, spec in specs.items()}
     fills.update(trigger_time=_NAT, set="")
     for name, arr in group.arrays():
         dims = arr.metadata.dimension_names
@@ -95,39 +141,59 @@ def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
             continue
         arr.resize(new)
         if name not in fills:
-            continue  # waveform: unwritten chunks are never read as frames (valid is False)
+            continue  # waveforms: unwritten chunks are never read as frames (valid is False)
         for axis, dim in enumerate(dims):
             start = old_sets if dim == "set" else old_frames if dim == "frame" else None
             if start is not None and new[axis] > start:
                 region = tuple(slice(start, None) if a == axis else slice(None)
                                for a in range(len(dims)))
                 shape = tuple(len(range(*r.indices(n))) for r, n in zip(region, new, strict=True))
-                arr[region] = np.full(shape, fills[name], dtype=arr.dtype if name != "file"
-                                      else object)
+                kind = object if specs.get(name, (0, 0, None))[2] is object else arr.dtype
+                arr[region] = np.full(shape, fills[name], dtype=kind)
     if n_slots > old_frames:
         group["frame"][old_frames:n_slots] = np.arange(old_frames, n_slots)
 
 
-def write_set_coords(store: Path, node: str, sets: list, key: AxisKey, params):
-    """Per-set coordinates of ``sets`` = [(name, placement info)]: voltages and fields
-    (``params``: the run config's ``run`` section, for the gaps)."""
+def write_set_coords(store: Path, node: str, sets: list, x_spacing: float,
+                     params):
+    """Per-set coordinates of ``sets`` = [(name, placement info)]: voltages and fields;
+    ``x_spacing`` (s) of the node's main channel gives the sampling rate."""
     group = zarr.open_group(store=str(store), path=node, mode="r+")
     for name, info in sets:
         i = info["index"]
+        gate = np.nan if info.get("gate") is None else info["gate"]
+        anode = np.nan if info.get("anode") is None else info["anode"]
         group["set"][i] = name
-        group["gate"][i] = info["gate"]
-        group["anode"][i] = info["anode"]
-        group["drift_field"][i] = float(drift_field(info["gate"], params.drift_gap))
-        group["EL_field"][i] = float(el_field(info["anode"], info["gate"], params.el_gap))
-        group["sampling_rate"][i] = 1e-9 / key.x_spacing
+        group["gate"][i] = gate
+        group["anode"][i] = anode
+        group["drift_field"][i] = float(drift_field(gate, params.drift_gap))
+        group["EL_field"][i] = float(el_field(anode, gate, params.el_gap))
+        group["sampling_rate"][i] = 1e-9 / x_spacing
 
 
-def write_file_coords(store: Path, task, trigger_ns: np.ndarray) -> None:
-    """Per-frame coordinates of one written file; ``valid`` last, so it never lies."""
+def write_file_coords(store: Path, task, facts: dict) -> None:
+    """Per-frame coordinates of one written file; the validity flag last, so it never lies.
+
+    A PMT file writes its frame identity and scaling; an alpha twin its alpha scaling and
+    ``alpha_valid``; a file of an alpha monitor set both identity and alpha scaling.
+    """
     group = zarr.open_group(store=str(store), path=task.node, mode="r+")
     i, a, b = task.set_index, task.slot0, task.slot0 + task.n_frames
-    group["file"][i, a:b] = np.full(task.n_frames, task.path.name, dtype=object)
-    group["frame_in_file"][i, a:b] = np.arange(task.n_frames, dtype=np.int32)
-    group["trigger_time"][i, a:b] = np.asarray(trigger_ns, dtype=np.int64)
-    group["valid"][i, a:b] = True
-    group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
+    n = task.n_frames
+    identity = task.role == "pmt" or task.twin_of is None
+    if identity:
+        group["file"][i, a:b] = np.full(n, task.path.name, dtype=object)
+        group["twin_key"][i, a:b] = np.full(n, task.twin_key, dtype=object)
+        group["frame_in_file"][i, a:b] = np.arange(n, dtype=np.int32)
+        group["trigger_time"][i, a:b] = np.asarray(facts["trigger_ns"], dtype=np.int64)
+    if task.role == "pmt":
+        group["code_scale"][i, a:b] = np.full(n, facts["scale"])
+        group["code_offset"][i, a:b] = np.full(n, facts["offset"])
+    else:
+        group["alpha_file"][i, a:b] = np.full(n, task.path.name, dtype=object)
+        group["alpha_code_scale"][i, a:b] = np.full(n, facts["scale"])
+        group["alpha_code_offset"][i, a:b] = np.full(n, facts["offset"])
+        group["alpha_valid"][i, a:b] = True
+    if identity:
+        group["valid"][i, a:b] = True
+        group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
