@@ -304,3 +304,23 @@ def test_malformed_histograms_raise_config_error():
         fit_s2_two_stage(np.ones(10), np.arange(11.0), upper_limit=-1.0)
     with pytest.raises(ConfigError):
         fit_s2_two_stage(np.ones(10), np.arange(11.0), n_sigma=np.nan)
+
+
+def test_a_window_without_tail_holds_the_tail_parameters():
+    """Window starting above the junction: m (and beta) cannot be determined."""
+    held, pulls_x0 = [], []
+    for seed in range(30):
+        rng = np.random.default_rng(6000 + seed)
+        x = sample_crystal_ball(rng, 8000, **LEFT_TRUTH, tail="left")
+        counts, edges = np.histogram(x, bins=240, range=(4.0, 8.2))
+        lo = LEFT_TRUTH["x0"] - 1.0 * LEFT_TRUTH["sigma"]  # the tail begins at -1.2 sigma
+        f = fit_crystal_ball_hist(counts, edges, window=(lo, 5.8), start={"x0": 5.45})
+        assert f.success, f.reason
+        if f.held:
+            assert "m" in f.held and np.isnan(f.m_err) and f.m == 2.0  # the §13 start
+            n_bins = round((f.fit_range[1] - f.fit_range[0]) / (edges[1] - edges[0]))
+            assert f.ndf == n_bins - 5 + len(f.held)
+        held.append(bool(f.held))
+        pulls_x0.append((f.x0 - LEFT_TRUTH["x0"]) / f.x0_err)
+    assert np.mean(held) > 0.5
+    assert np.mean(np.abs(pulls_x0) < 3) >= 0.9

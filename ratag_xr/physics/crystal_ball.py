@@ -156,8 +156,10 @@ class CrystalBallFit:
     ``ci95`` = 1.96 × ``x0_err``; ``fit_range`` the edges of the fitted bins;
     ``n_entries`` the entries in them; ``n_signal`` the Crystal Ball's entries in the fit
     range; ``at_limit`` the parameters that ended at a bound (their errors are not
-    reliable).  When the minimiser ran but a check failed, the numbers are kept for
-    diagnosis and ``success`` is False; when no fit was attempted they are NaN.
+    reliable); ``held`` the tail parameters the window could not determine, kept at their
+    start values (errors NaN; x0 and sigma are then conditional on them).  When the
+    minimiser ran but a check failed, the numbers are kept for diagnosis and ``success``
+    is False; when no fit was attempted they are NaN.
     """
 
     tail: str
@@ -186,6 +188,7 @@ class CrystalBallFit:
     success: bool
     reason: str
     at_limit: tuple[str, ...] = field(default=())
+    held: tuple[str, ...] = field(default=())
 
     @property
     def has_continuum(self) -> bool:
@@ -293,6 +296,11 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
     starts at the highest count per bin width, >= 0.  For S2 areas pass data-driven
     sigma bounds (mV·µs), as :func:`fit_s2_two_stage` does.
 
+    Procedure: MIGRAD with the tail (beta, m) held at its start, then everything free
+    (MIGRAD + HESSE, repeated while HESSE finds the minimum unconverged); if the window
+    does not determine the tail (HESSE fails), ``m`` and then ``beta`` are held at their
+    start values and listed in ``held``.
+
     Fails (``success=False``, never raises) with fewer than 20 entries, fewer filled bins
     than parameters, a non-converged MIGRAD, no finite HESSE error of x0, x0 at the edge
     of its range (no peak inside), or sigma below a quarter bin width.
@@ -343,6 +351,7 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
     mn = Minuit(cost, **p)
     for k in names:
         mn.limits[k] = lim[k]
+    held: tuple[str, ...] = ()
     try:
         with np.errstate(all="ignore"):
             # the core first, with the tail held at its start: from §13's sigma start (up
@@ -350,23 +359,25 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
             # effect in the window and MIGRAD stalls in that flat direction
             mn.fixed["beta"] = mn.fixed["m"] = True
             mn.migrad()
-            mn.fixed["beta"] = mn.fixed["m"] = False
-            # HESSE's exact second derivatives can show that MIGRAD's approximate ones
-            # stopped short along the (beta, m) valley (the EDM rises): go on from there
-            for _ in range(MIGRAD_ROUNDS):
-                mn.migrad()
-                if not mn.valid:
-                    break
-                mn.hesse()
-                if mn.valid:
+            core = {k: float(mn.values[k]) for k in names}
+            # then the tail free; if the window hardly holds any tail (a narrow window on
+            # the tail side, as Ra224's in §13), its power m and then beta are flat
+            # directions and HESSE fails: hold them at their start values instead
+            for held in ((), ("m",), ("beta", "m")):
+                for k in names:
+                    mn.values[k] = core[k]
+                    mn.fixed[k] = k in held
+                if _minimise(mn):
                     break
     except RuntimeError as exc:  # Minuit's own failures; bad input was refused above
         return _nan_fit(tail, f"minimiser error: {exc}", n_entries=n_entries,
                         fit_range=fit_range, ndf=ndf, origin=origin)
+    ndf += len(held)
 
-    v, e = mn.values, mn.errors
+    v = mn.values
     nan = float("nan")
-    at_limit = tuple(k for k in names if _at_limit(v[k], lim[k]))
+    e = {k: nan if k in held else float(mn.errors[k]) for k in names}
+    at_limit = tuple(k for k in names if k not in held and _at_limit(v[k], lim[k]))
     chi2 = float(mn.fval)
     x0, sigma = float(v["x0"]), float(v["sigma"])
     cdf = crystal_ball_cdf(np.array(fit_range), x0, sigma, v["beta"], v["m"], tail)
@@ -381,7 +392,7 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
         continuum_origin=origin, ci95=Z95 * float(e["x0"]), chi2=chi2,
         chi2_ndf=chi2 / ndf if ndf > 0 else nan, ndf=ndf, n_entries=n_entries,
         n_signal=float(v["amplitude"]) * float(cdf[1] - cdf[0]), fit_range=fit_range,
-        at_limit=at_limit,
+        at_limit=at_limit, held=held,
     )  # fmt: skip
 
     reason = ""
@@ -396,6 +407,22 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
         reason = (f"fitted sigma {sigma:.3g} is below {MIN_SIGMA_BINS} bin width: "
                   "peak not resolved by the binning")
     return CrystalBallFit(**result, success=not reason, reason=reason)
+
+
+def _minimise(mn) -> bool:
+    """MIGRAD then HESSE; True if the minimum is valid.
+
+    HESSE's exact second derivatives can show that MIGRAD's approximate ones stopped
+    short along the (beta, m) valley (the EDM rises): go on from there, a few times.
+    """
+    for _ in range(MIGRAD_ROUNDS):
+        mn.migrad()
+        if not mn.valid:
+            return False
+        mn.hesse()
+        if mn.valid:
+            return True
+    return False
 
 
 def _clip(value, lim) -> float:
