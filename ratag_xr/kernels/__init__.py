@@ -4,16 +4,26 @@ Each kernel is a ``guvectorize`` gufunc over one frame of raw codes (core dimens
 ``time``), with its outputs last and filled in place.  ``ratag_xr.features`` declares
 them; ``ratag_xr.driver`` maps them over a lazy (set, frame, time) waveform array.
 
-Modules: ``pass1`` and ``pass2`` (the kernels), ``conditioning`` (pedestal, windows,
-moving-average scans and sums), ``numeric`` (input-type dependent arithmetic, checks).
+Modules: ``pass1`` and ``pass2`` (the PMT kernels), ``alpha`` (the alpha-energy kernel),
+``conditioning`` (pedestal, windows, moving-average scans and sums), ``numeric``
+(input-type dependent arithmetic, checks).
 
 The kernels are compiled into a cache folder named after a hash of every source file
 here (:mod:`ratag_xr.kernels._cache`), so editing any of them recompiles every kernel.
+Every module of this package is imported here, inside that cache: importing one
+directly still compiles it into the right folder.
 """
+
+import importlib
+import pkgutil
 
 from ratag_xr.kernels._cache import kernel_cache
 
 with kernel_cache():
+    for _info in pkgutil.iter_modules(__path__):
+        if not _info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{_info.name}")
+    from ratag_xr.kernels.alpha import frame_alpha_energy
     from ratag_xr.kernels.pass1 import (
         XRAY_ACCEPTED,
         XRAY_EXCESSIVE_S2,
@@ -30,6 +40,7 @@ __all__ = [
     "XRAY_INSUFFICIENT_SEPARATION",
     "XRAY_NOT_CLASSIFIABLE",
     "XRAY_NO_SIGNAL",
+    "frame_alpha_energy",
     "frame_pass1",
     "frame_pass2",
 ]

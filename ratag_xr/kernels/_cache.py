@@ -31,7 +31,7 @@ def source_hash() -> str:
     """Hash of every ``.py`` file of ``ratag_xr/kernels`` and of :data:`ALSO_COMPILED`
     (names and contents)."""
     digest = hashlib.sha256()
-    for path in [*sorted(HERE.glob("*.py")), *ALSO_COMPILED]:
+    for path in [*sorted(HERE.glob("*.py")), *(p for p in ALSO_COMPILED if p.is_file())]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
