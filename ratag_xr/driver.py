@@ -150,11 +150,12 @@ def time_axis(time: xr.DataArray | np.ndarray) -> tuple[float, float]:
 def _check_time_chunks(waveform: xr.DataArray) -> None:
     if waveform.chunks is None:
         return
-    chunks = waveform.chunks[waveform.get_axis_num(TIME)]
+    dim = waveform.dims[-1]  # time last
+    chunks = waveform.chunks[-1]
     if len(chunks) > 1:
         raise RatagError(
-            f"the waveform's time axis is split into {len(chunks)} chunks {chunks[:4]}...; "
-            "per-frame kernels need each frame in one chunk: chunk it {'time': -1} at "
+            f"the waveform's {dim} axis is split into {len(chunks)} chunks {chunks[:4]}...; "
+            f"per-frame kernels need each frame in one chunk: chunk it {{'{dim}': -1}} at "
             "ingest (rechunking along time copies every frame)")
 
 
@@ -207,39 +208,62 @@ def _block(array, slices):
 
 
 class _PerChunk(ArrayBlockwiseDep):
-    """Per-chunk inputs of the fused task: chunk index -> (valid, parameters)."""
+    """Per-chunk inputs of the fused task: chunk index -> (valid masks, parameters,
+    per-frame scales), one entry per channel."""
 
     def __init__(self, chunks, values: dict):
         super().__init__(chunks)
         self.values = values
 
     def __getitem__(self, idx):
-        # the time axis is contracted: its block index comes as a list of the one block
-        return self.values[tuple(i[0] if isinstance(i, list) else i for i in idx)]
+        return self.values[tuple(idx)]
 
 
-def run_kernels(raw: np.ndarray, inputs: tuple, *, kernels, outputs, scale: float,
-                offset: float, t0: float, dt: float, record: np.dtype, fill: tuple) -> np.ndarray:
-    """Every kernel on a block of frames (time last): one record per frame.
+#: per channel: (waveform variable of a store node, its time dimension, its valid mask)
+CHANNEL_VARS = {"pmt": ("waveform", "time", "valid"),
+                "alpha": ("alpha_waveform", "alpha_time", "alpha_valid")}
 
-    ``inputs`` is ``(valid, params)`` or ``(valid, params, (scale, offset))``: the block's
-    valid mask (None: all valid), per kernel its parameter values (scalars or arrays that
-    broadcast against the frames), and the block's per-frame code scaling where frames
-    have their own (it replaces the ``scale``/``offset`` options).  Frames that are not
-    valid get each output's fill value.
+
+@dataclass(frozen=True)
+class ChannelKernels:
+    """The kernels run on one channel's block of a chunk, and that channel's axis and
+    scaling (``scale``/``offset`` None: per frame, given with each chunk)."""
+
+    kernels: tuple
+    outputs: tuple  # output names, per kernel
+    fill: tuple  # fill value per output name (in the order of ``outputs`` flattened)
+    scale: float | None
+    offset: float | None
+    t0: float
+    dt: float
+
+
+def run_kernels(*args, channels: tuple, record: np.dtype) -> np.ndarray:
+    """Every kernel on a block of frames: one record per frame.
+
+    ``args``: one block of raw codes per channel (time last, the same frames), then the
+    chunk's inputs ``(valids, params, scales)``, per channel: the block's valid mask (None:
+    all valid), per kernel its parameter values (scalars or arrays that broadcast against
+    the frames), and the per-frame ``(scale, offset)`` where that channel's frames
+    have their own (else None: the channel's scalars).  Frames that are not valid get each
+    of that channel's outputs' fill value.
     """
-    valid, params = inputs[:2]
-    if len(inputs) > 2:
-        scale, offset = inputs[2]
-    out = np.empty(raw.shape[:-1], dtype=record)
-    for kernel, names, values in zip(kernels, outputs, params, strict=True):
-        results = kernel(raw, scale, offset, t0, dt, *values)
-        if len(names) == 1:
-            results = (results,)
-        for name, result in zip(names, results, strict=True):
-            out[name] = result
-    if valid is not None:
-        out[~np.broadcast_to(valid, out.shape)] = fill
+    *blocks, (valids, params, scales) = args
+    out = np.empty(blocks[0].shape[:-1], dtype=record)
+    for raw, ch, valid, values, scaling in zip(blocks, channels, valids, params, scales,
+                                               strict=True):
+        scale, offset = scaling if scaling is not None else (ch.scale, ch.offset)
+        for kernel, names, vals in zip(ch.kernels, ch.outputs, values, strict=True):
+            results = kernel(raw, scale, offset, ch.t0, ch.dt, *vals)
+            if len(names) == 1:
+                results = (results,)
+            for name, result in zip(names, results, strict=True):
+                out[name] = result
+        if valid is not None:
+            bad = ~np.broadcast_to(valid, out.shape)
+            names = [n for group in ch.outputs for n in group]
+            for name, value in zip(names, ch.fill, strict=True):
+                out[name][bad] = value
     return out
 
 
@@ -268,71 +292,119 @@ class FrameRecords:
         return xr.Dataset(variables, coords=self.coords, attrs=dict(self.attrs))
 
 
-def frame_records(waveform: xr.DataArray, args: Mapping,
+def _channel_arrays(source, selected) -> dict[str, tuple[xr.DataArray, xr.DataArray | None]]:
+    """Per channel the selected features read: (waveform with time last, valid mask)."""
+    wanted = list(dict.fromkeys(f.channel for f in selected))
+    out = {}
+    if isinstance(source, xr.DataArray):
+        if wanted != ["pmt"] and wanted:
+            raise RatagError(f"features of channel(s) {wanted} need a node Dataset with "
+                             "every channel's waveform, not one waveform")
+        if TIME not in source.dims:
+            raise RatagError(f"the waveform has dims {source.dims}, none of them {TIME!r}")
+        return {"pmt": (source.transpose(..., TIME), source.coords.get("valid"))}
+    for channel in wanted:
+        name, dim, valid_name = CHANNEL_VARS[channel]
+        if name not in source:
+            raise RatagError(f"features {[f.name for f in selected if f.channel == channel]} "
+                             f"read the {channel} channel, but the node has no {name!r}")
+        wf = source[name].transpose(..., dim)
+        valid = source.coords.get("valid")
+        if valid_name != "valid" and valid_name in source.coords:
+            valid = source.coords[valid_name] if valid is None else valid & source.coords[
+                valid_name]
+        out[channel] = (wf, valid)
+    return out
+
+
+def frame_records(source: xr.DataArray | xr.Dataset, args: Mapping,
                   features: str | Iterable[str] | None = None) -> FrameRecords:
-    """Per-frame records of the selected features over ``waveform`` (see
-    :func:`compute_features` for the arguments): lazy when the waveform is Dask-backed
-    (one task per chunk, fused with the chunk's read), computed now when it is numpy."""
-    if TIME not in waveform.dims:
-        raise RatagError(f"the waveform has dims {waveform.dims}, none of them {TIME!r}")
-    waveform = waveform.transpose(..., TIME)
-    _check_time_chunks(waveform)
+    """Per-frame records of the selected features (see :func:`compute_features` for the
+    arguments): lazy when the waveforms are Dask-backed (one task per chunk, fused with
+    the reads of every channel it needs), computed now when they are numpy.
+
+    ``source`` is one PMT waveform, or a store node (a Dataset) whose channels the
+    features read: ``waveform`` (pmt) and ``alpha_waveform`` (alpha, with its own time
+    axis, scaling and ``alpha_valid`` mask), chunked alike along ``frame``.
+    """
     selected = select(features)
-    frame_dims = waveform.dims[:-1]
-    scale, offset = frame_scaling(waveform, frame_dims)
-    per_frame = np.ndim(scale) > 0  # each file its own scale: travels with each chunk
-    t0, dt = time_axis(waveform[TIME])
-
-    values, recorded = [], {}
-    for feature in selected:
-        vals = [_param_value(v, name, feature, frame_dims)
-                for name, v in zip(feature.arg_names, _inputs(feature, args), strict=True)]
-        recorded.update({name: _record(v) for name, v in zip(feature.arg_names, vals,
-                                                             strict=True)})
-        values.append(vals)
+    arrays = _channel_arrays(source, selected)
+    first = next(iter(arrays.values()))[0]
+    frame_dims = first.dims[:-1]
+    channels, per_channel, recorded, attrs = [], [], {}, {}
+    for channel, (wf, valid) in arrays.items():
+        _check_time_chunks(wf)
+        if wf.dims[:-1] != frame_dims:
+            raise RatagError(f"the {channel} waveform has frame dims {wf.dims[:-1]}, "
+                             f"not {frame_dims}")
+        scale, offset = frame_scaling(wf, frame_dims)
+        per_frame = np.ndim(scale) > 0  # each file its own scale: travels with each chunk
+        t0, dt = time_axis(wf[wf.dims[-1]])
+        feats = [f for f in selected if f.channel == channel]
+        values = []
+        for feature in feats:
+            vals = [_param_value(v, name, feature, frame_dims) for name, v in
+                    zip(feature.arg_names, _inputs(feature, args), strict=True)]
+            recorded.update({name: _record(v) for name, v in zip(feature.arg_names, vals,
+                                                                 strict=True)})
+            values.append(vals)
+        channels.append(ChannelKernels(
+            kernels=tuple(KernelRef.wrap(f.kernel) for f in feats),
+            outputs=tuple(f.output_names for f in feats),
+            fill=tuple(o.fill_value for f in feats for o in f.outputs),
+            scale=None if per_frame else scale, offset=None if per_frame else offset,
+            t0=t0, dt=dt))
+        valid = None if valid is None else _frame_shaped(valid.astype(bool), frame_dims)
+        per_channel.append((valid, values, (scale, offset) if per_frame else None))
+        prefix = "" if channel == "pmt" else f"{channel}_"
+        if per_frame:  # the scales are in the frames' coordinates
+            attrs |= {f"{prefix}scale_factor": f"per frame: {wf.attrs['scale_coord']}",
+                      f"{prefix}add_offset": f"per frame: {wf.attrs['offset_coord']}"}
+        else:
+            attrs |= {f"{prefix}scale_factor": scale, f"{prefix}add_offset": offset}
+        attrs |= {f"{prefix}t0": t0, f"{prefix}dt": dt}
     outputs = [o for f in selected for o in f.outputs]
-    dtype = np.dtype([(o.name, o.dtype) for o in outputs])
-    fill = tuple(o.fill_value for o in outputs)
-    valid = waveform.coords.get("valid")
-    valid = None if valid is None else _frame_shaped(valid.astype(bool), frame_dims)
-    options = dict(kernels=tuple(KernelRef.wrap(f.kernel) for f in selected),
-                   outputs=tuple(f.output_names for f in selected),
-                   scale=None if per_frame else scale, offset=None if per_frame else offset,
-                   t0=t0, dt=dt, record=dtype, fill=fill)
-
-    data = waveform.data
-    if isinstance(data, da.Array):
+    record = np.dtype([(o.name, o.dtype) for o in outputs])
+    order = [f for ch in arrays for f in selected if f.channel == ch]
+    data = [wf.data for wf, _ in arrays.values()]
+    if all(isinstance(d, da.Array) for d in data):
         per_chunk = {}
-        starts = [np.cumsum((0, *c)) for c in data.chunks[:-1]]
-        for idx in np.ndindex(*data.numblocks[:-1]):
+        starts = [np.cumsum((0, *c)) for c in data[0].chunks[:-1]]
+        for idx in np.ndindex(*data[0].numblocks[:-1]):
             slices = [slice(s[i], s[i + 1]) for s, i in zip(starts, idx, strict=True)]
-            per_chunk[(*idx, 0)] = (_block(valid, slices),
-                                    [[_block(v, slices) for v in vals] for vals in values])
-            if per_frame:
-                per_chunk[(*idx, 0)] += ((_block(scale, slices), _block(offset, slices)),)
-        name = "frame-features-" + tokenize(data.name, [f.name for f in selected], scale,
-                                            offset, t0, dt, valid, values)
-        records = da.map_blocks(run_kernels, data, _PerChunk(data.chunks, per_chunk),
-                                drop_axis=data.ndim - 1, dtype=dtype, name=name,
-                                meta=np.empty((0,) * (data.ndim - 1), dtype), **options)
+            per_chunk[idx] = (
+                [_block(v, slices) for v, _, _ in per_channel],
+                [[[_block(x, slices) for x in vals] for vals in values]
+                 for _, values, _ in per_channel],
+                [None if sc is None else (_block(sc[0], slices), _block(sc[1], slices))
+                 for _, _, sc in per_channel])
+        frame_ind = "abcdefgh"[: len(frame_dims)]
+        pairs = []
+        for k, d in enumerate(data):
+            pairs += [d, frame_ind + "tuvw"[k]]
+        dep = _PerChunk(data[0].chunks[:-1], per_chunk)
+        name = "frame-features-" + tokenize([d.name for d in data], [f.name for f in order],
+                                            channels, per_channel)
+        records = da.blockwise(run_kernels, frame_ind, *pairs, dep, frame_ind,
+                               concatenate=True, align_arrays=False, dtype=record, name=name,
+                               meta=np.empty((0,) * len(frame_dims), record),
+                               channels=tuple(channels), record=record)
     else:
-        inputs = (valid, values) + (((scale, offset),) if per_frame else ())
-        records = run_kernels(np.asarray(data), inputs, **options)
-
-    coords = {k: v.variable for k, v in waveform.coords.items() if TIME not in v.dims}
-    if per_frame:  # the scales are in the frames' coordinates
-        scaling = {"scale_factor": f"per frame: {waveform.attrs['scale_coord']}",
-                   "add_offset": f"per frame: {waveform.attrs['offset_coord']}"}
-    else:
-        scaling = {"scale_factor": scale, "add_offset": offset}
-    attrs = {"features": [f.name for f in selected], "t0": t0, "dt": dt, **scaling,
-             **recorded}
-    return FrameRecords(records, frame_dims, coords, selected, attrs)
+        records = run_kernels(*(np.asarray(d) for d in data),
+                              tuple(map(list, zip(*per_channel, strict=True))),
+                              channels=tuple(channels), record=record)
+    times = {wf.dims[-1] for wf, _ in arrays.values()}
+    coord_source = source if isinstance(source, xr.Dataset) else first
+    coords = {k: v.variable for k, v in coord_source.coords.items()
+              if not times & set(v.dims) and set(v.dims) <= set(frame_dims)}
+    attrs = {"features": [f.name for f in order], **attrs, **recorded}
+    return FrameRecords(records, frame_dims, coords, order, attrs)
 
 
-def compute_features(waveform: xr.DataArray, args: Mapping,
+def compute_features(waveform: xr.DataArray | xr.Dataset, args: Mapping,
                      features: str | Iterable[str] | None = None) -> xr.Dataset:
-    """Per-frame features of a (set, frame, time) waveform array, lazily.
+    """Per-frame features of a (set, frame, time) waveform array (or of the channels of a
+    store node, see :func:`frame_records`), lazily.
 
     ``waveform``: raw codes (or decoded floats) with a uniform ``time`` coordinate in µs
     that is a single chunk; attrs ``scale_factor`` (mV/code, polarity sign included) and

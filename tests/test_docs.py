@@ -33,3 +33,11 @@ def test_first_commands_are_demo_then_test():
     block = README.split("```bash", 1)[1].split("```", 1)[0]
     lines = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert lines[:2] == ["make demo", "make test"]
+
+
+def test_the_cli_knows_every_registered_stage_in_run_order():
+    from ratag_xr.cli import STAGE_HELP
+    from ratag_xr.stages import STAGES
+
+    assert list(STAGE_HELP) == list(STAGES)
+    assert all(f"| `{name}` |" in README for name in STAGES)  # the README's stage table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -258,3 +259,51 @@ def test_numpy_backed_waveform_gives_the_same_result(threads_client, raw):
     eager = compute_features(waveform_array(raw).compute(), per_set_params())
     assert not any(isinstance(v.data, da.Array) for v in eager.data_vars.values())
     xr.testing.assert_identical(eager, lazy.compute())
+
+
+@guvectorize(["void(int16[:], float64, float64, float64, float64, float64[:])"],
+             "(n),(),(),(),()->()", nopython=True)
+def frame_last(raw, scale, offset, t0, dt, out):
+    """Last sample of the frame in the channel's unit (a toy feature of the alpha channel)."""
+    out[0] = raw[raw.shape[0] - 1] * scale + offset
+
+
+def test_features_of_two_channels_run_in_one_task_per_chunk(threads_client, raw):
+    """A node with both channels: the alpha feature reads alpha_waveform (its own time axis,
+    scaling and alpha_valid mask), the PMT features read waveform, one task per chunk."""
+    rng = np.random.default_rng(3)
+    alpha = rng.integers(-100, 100, size=(len(N_VALID), N_SLOTS, 700)).astype(np.int16)
+    pmt = waveform_array(raw)
+    alpha_valid = pmt.valid.values.copy()
+    alpha_valid[0, 1] = False  # a frame without its alpha twin
+    node = xr.Dataset(
+        {"waveform": pmt.drop_vars("valid"),
+         "alpha_waveform": (("set", "frame", "alpha_time"),
+                            da.from_array(alpha, chunks=(1, 2, -1)),
+                            {"scale_factor": 0.5, "add_offset": 1.0})},
+        coords={"alpha_time": np.arange(700) * 0.004, "valid": pmt.valid,
+                "alpha_valid": (("set", "frame"), alpha_valid)})
+    register(Feature(name="alpha_last", kernel=frame_last, inputs=(),
+                     outputs=(Output("alpha_last", "mV", "last alpha sample"),),
+                     pass_="pass1", channel="alpha"))
+    try:
+        args = per_set_params(["s2_area", "alpha_last"])
+        lazy = compute_features(node, args, features=["s2_area", "alpha_last"])
+        (optimized,) = dask.optimize(lazy.alpha_last.data)
+        n_chunks = len(N_VALID) * N_SLOTS // 2
+        from dask._task_spec import Task  # real tasks, not the aliases fusion leaves
+
+        work = [v for v in dict(optimized.__dask_graph__()).values() if type(v) is Task]
+        assert len(work) == n_chunks  # both channels' reads fused into one task per chunk
+        ds = lazy.compute()
+        want = alpha[..., -1] * 0.5 + 1.0
+        ok = alpha_valid
+        np.testing.assert_array_equal(ds.alpha_last.values[ok], want[ok])
+        assert np.isnan(ds.alpha_last.values[~ok]).all()
+        assert np.isfinite(ds.s2_area.values[0, 1])  # the PMT frame keeps its results
+        alone = compute_features(pmt, per_set_params(["s2_area"]), features="s2_area")
+        xr.testing.assert_equal(ds.s2_area.drop_vars("alpha_valid"), alone.s2_area.compute())
+        with pytest.raises(RatagError, match="node Dataset"):
+            compute_features(pmt, args, features=["alpha_last"])
+    finally:
+        unregister("alpha_last")

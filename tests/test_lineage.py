@@ -30,12 +30,12 @@ from ratag_xr.simulate import SimConfig, simulate_run
 SIM = SimConfig(sets=((150, 1650), (300, 1800), (450, 1950)), files_per_set=2,
                 frames_per_file=40, sampling_rate_gs=1.0, record_start_us=-4.0,
                 record_end_us=26.0, xray_fraction=0.9, seed=8)
-ALL = ("prepare", "integrate", "classify", "calibrate", "export", "plots")
+ALL = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
 READS = {  # stage -> the stages whose results it reads (ALGORITHMS.md: §1-§10)
-    "prepare": (), "integrate": ("prepare",), "classify": ("prepare",),
-    "calibrate": ("prepare", "integrate"),
-    "export": ("prepare", "integrate", "classify", "calibrate"),
-    "plots": ("prepare", "integrate", "classify", "calibrate"),
+    "prepare": (), "frames": ("prepare",), "integrate": ("frames",), "classify": ("frames",),
+    "calibrate": ("prepare", "frames", "integrate"),
+    "export": ("prepare", "frames", "integrate", "classify", "calibrate"),
+    "plots": ("prepare", "frames", "integrate", "classify", "calibrate"),
 }
 _PASS1 = {"prepare.n_pedestal", "prepare.ma_window", "prepare.threshold_s2",
           "prepare.s2_clip", "xray.ts2_tol", "xray.bs_threshold", "xray.max_area_s2",
@@ -47,12 +47,12 @@ DIRECT = {  # stage -> the config keys it reads itself
                 "prepare.s1_min_height",
                 "prepare.s1_min_distance", "prepare.s1_sigma_threshold",
                 "prepare.s1_hist_bins", "prepare.estimate_s2_windows", "prepare.s2_method",
-                "prepare.s2_duration_cuts", "prepare.s2_min_values"} | _PASS1,
-    "integrate": {"run.run_id", "ingest.nfiles", "integrate.use_estimated_s2_windows",
-                  "integrate.ts2_tol",
-                  "integrate.width_s2", "integrate.bin_cuts", "integrate.nbins",
+                "prepare.s2_duration_cuts", "prepare.s2_min_values"} | _PASS1,  # S2 crossings
+    "frames": {"run.run_id", "ingest.nfiles", "integrate.use_estimated_s2_windows",
+               "integrate.ts2_tol", "integrate.width_s2"} | _PASS1 | _PASS2,
+    "integrate": {"run.run_id", "integrate.bin_cuts", "integrate.nbins",
                   "integrate.exclude_index", "integrate.auto_range",
-                  "integrate.per_set"} | _PASS2,
+                  "integrate.per_set"},
     "classify": {"run.run_id"},
     "calibrate": {"run.run_id", "run.e_xray", "run.w_value", "run.e_recoil",
                   "calibrate.xray_bin_cuts", "calibrate.xray_nbins",
@@ -185,6 +185,8 @@ def test_flipping_each_key_recomputes_exactly_the_stages_that_read_it(raw_run, t
         for stage in computed:
             assert after[stage]["lineage"] != before[stage]["lineage"], (key, stage)
         direct = {s for s in computed if key in DIRECT[s] and s not in ("export", "plots")}
+        if key in DIRECT["frames"] - DIRECT["prepare"]:
+            direct.add("frames")
         if direct and key not in SAME_RESULT:
             assert any(_data_changed(before[s], after[s]) for s in direct), (key, lines)
         for stage in set(ALL) - computed:
@@ -219,9 +221,10 @@ def test_api_flags_enter_the_lineage(raw_run, tmp_path, client):
     assert stored_lineage(out / "results.zarr", "prepare")["hash"] != first
     assert np.isnan(prep.t_s2_start_mean).all() and "not estimated" in str(
         prep.s2_window_reason.values[0])
-    ion = run_ion_integration(run, use_estimated_s2_windows=False, flag_plot=False)
-    assert not ion.s2_window_estimated.any()  # integrated in the fallback window
-    lin = stored_lineage(out / "results.zarr", "integrate")
+    run_ion_integration(run, use_estimated_s2_windows=False, flag_plot=False)
+    windows = load_stage(out / "results.zarr", "frames", "sets")
+    assert not windows.s2_window_estimated.any()  # integrated in the fallback window
+    lin = stored_lineage(out / "results.zarr", "frames")
     assert lin["config"]["integrate.use_estimated_s2_windows"] is False
     assert stored_lineage(out / "results.zarr", "prepare")["hash"] == first  # the flag was
     # one call's: this one ran with the run's config again
@@ -230,7 +233,7 @@ def test_api_flags_enter_the_lineage(raw_run, tmp_path, client):
     assert "stage prepare: computed (--force)" in "\n".join(lines), lines
     lines.clear()
     run_stages(open_analysis(run, nfiles=1), ["integrate"], say=lines.append)
-    assert any(line.startswith("stage integrate: computed (") and "raw files" in line
+    assert any(line.startswith("stage frames: computed (") and "raw files" in line
                for line in lines), lines
     # the ion fits given to the calibration stand in its lineage by their content
     ion = run_ion_integration(run, flag_plot=False)

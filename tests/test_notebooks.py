@@ -32,7 +32,8 @@ EXPECTED = {
                                r"\bnorm_A_ion\s+\(run, drift_field\) float64"], 2),
     "03_add_a_feature.ipynb": ([r"\bpeak_height\s+\(set, frame\) float64",
                                 r"\bn_above_threshold\s+\(set, frame\) int32",
-                                r"'peak_height': 'mV'", r"'prepare': 'computed'",
+                                r"'peak_height': 'mV'", r"'prepare': 'reused'",
+                                r"'frames': 'computed'",
                                 r"'plots': 'computed'"], 1),
     "04_cluster.ipynb": ([r"Dask: 2 worker\(s\)", r"A_x = \d"], 0),
 }

@@ -43,7 +43,7 @@ from ratag_xr.physics.fit import (
     MIN_SIGMA_BINS,
     Z95,
     GaussFit,
-    _check_hist,
+    check_hist,
     fit_gaussian_hist,
     hist_quantile,
 )
@@ -306,7 +306,7 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
     of its range (no peak inside), or sigma below a quarter bin width.
     """
     right = _check_tail(tail)
-    counts, edges = _check_hist(counts, edges)
+    counts, edges = check_hist(counts, edges)
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
         raise ConfigError("histogram counts must be finite and >= 0")
     names = SHAPE_PARAMS + (CONTINUUM_PARAMS if continuum else ())
@@ -524,7 +524,7 @@ def fit_s2_two_stage(counts, edges, *, bg_fraction: float = S2_BG_FRACTION,
     one bin) the Crystal Ball starts above ``bg_cutoff`` instead.  ``start``/``limits``
     override :func:`s2_start_and_limits` (names as in :func:`fit_crystal_ball_hist`).
     """
-    counts, edges = _check_hist(counts, edges)
+    counts, edges = check_hist(counts, edges)
     for name, value in (("bg_fraction", bg_fraction), ("bg_threshold", bg_threshold),
                         ("bg_cutoff", bg_cutoff), ("n_sigma", n_sigma)):
         if not np.isfinite(value):

@@ -88,6 +88,22 @@ def _failed(reason: str, *, n_entries: float, n_total: float, ndf: int = 0) -> G
     )  # fmt: skip
 
 
+def histogram(values, bin_cuts=(0.0, 4.0), nbins: int = 100):
+    """Counts and edges of ``values`` in ``nbins`` equal bins over ``bin_cuts``.
+
+    NaN and values outside ``bin_cuts`` are ignored (the last bin includes its right edge,
+    as in :func:`numpy.histogram`).  Every chunk histogrammed with the same ``bin_cuts`` and
+    ``nbins`` gets identical edges, so chunk counts can simply be summed.
+    """
+    lo, hi = (float(c) for c in bin_cuts)
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ConfigError(f"bin_cuts must be finite with low < high, got {tuple(bin_cuts)}")
+    if int(nbins) < 1:
+        raise ConfigError(f"nbins must be >= 1, got {nbins}")
+    v = np.asarray(values, dtype=float).ravel()
+    return np.histogram(v[np.isfinite(v)], bins=int(nbins), range=(lo, hi))
+
+
 def robust_range_hist(counts, edges, k: float = 5.0, floor: float | None = 0.0):
     """Automatic histogram range ``median ± k × 1.4826 × MAD`` from a (summed) histogram.
 
@@ -97,7 +113,7 @@ def robust_range_hist(counts, edges, k: float = 5.0, floor: float | None = 0.0):
     (areas are not negative; ``None`` disables it); a zero MAD falls back to the standard
     deviation.  Returns ``None`` for an empty histogram.
     """
-    counts, edges = _check_hist(counts, edges)
+    counts, edges = check_hist(counts, edges)
     if counts.sum() <= 0:
         return None
     centre = hist_quantile(counts, edges, 0.5)
@@ -126,7 +142,7 @@ def _range_around(centre: float, scale: float, k: float, floor: float | None):
 
 def hist_quantile(counts, edges, q: float) -> float:
     """The ``q`` quantile (0 < q < 1) of a histogram, linear inside the bin that holds it."""
-    counts, edges = _check_hist(counts, edges)
+    counts, edges = check_hist(counts, edges)
     cdf = np.concatenate([[0.0], np.cumsum(counts, dtype=float)])
     target = q * cdf[-1]
     # First edge whose cumulative count reaches the target; the bin before it holds it.
@@ -137,7 +153,7 @@ def hist_quantile(counts, edges, q: float) -> float:
     return float(edges[i - 1] + frac * (edges[i] - edges[i - 1]))
 
 
-def _check_hist(counts, edges):
+def check_hist(counts, edges):
     counts = np.asarray(counts, dtype=float).ravel()
     edges = np.asarray(edges, dtype=float).ravel()
     if edges.size != counts.size + 1:
@@ -171,7 +187,7 @@ def fit_gaussian_hist(counts, edges, *, exclude_index: int = 1, start=None,
     the fitted range give ``success=False`` with a reason.
     Raises :class:`ConfigError` for malformed input (shapes, ``exclude_index``, ``start``).
     """
-    counts, edges = _check_hist(counts, edges)
+    counts, edges = check_hist(counts, edges)
     if np.any(counts < 0) or not np.all(np.isfinite(counts)):
         raise ConfigError("histogram counts must be finite and >= 0")
     exclude_index = int(exclude_index)

@@ -1,6 +1,6 @@
 """The analysis of a run, from raw files to every output, as Python functions.
 
-    ingest -> prepare -> integrate -> classify -> calibrate -> export -> plots
+    ingest -> prepare -> frames -> integrate -> classify -> calibrate -> export -> plots
 
 The stages are declared in :mod:`ratag_xr.stages` and run by :mod:`ratag_xr.runner`; each
 stores its labeled results in ``OUT/results.zarr`` and is reused while its lineage (raw

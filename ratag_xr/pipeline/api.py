@@ -58,7 +58,7 @@ def run_ion_integration(run, use_estimated_s2_windows: bool | None = None,
                                    use_estimated_s2_windows})
     _run(run, ["integrate"])
     if flag_plot:
-        _plot(run, ("prepare", "integrate"))
+        _plot(run, ("prepare", "frames", "integrate"))
     return load_stage(run.results, "integrate", "sets")
 
 
@@ -91,7 +91,7 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
         inputs = {"integrate": {"sets": ion_fitted_areas}}
     _run(run, ["calibrate"], inputs=inputs)
     if flag_plot and save_plots:
-        _plot(run, ("prepare", "integrate", "calibrate"))
+        _plot(run, ("prepare", "frames", "integrate", "calibrate"))
     return load_stage(run.results, "calibrate", "run"), load_stage(run.results, "calibrate",
                                                                    "sets")
 

@@ -62,7 +62,7 @@ def analysis_nodes(store, nfiles: int | None = None, sets=None) -> dict[str, xr.
 def _node_records(nodes: dict[str, xr.Dataset], features: list[Feature], args: dict
                   ) -> list[tuple]:
     names = [f.name for f in features]
-    return [(ds, frame_records(ds.waveform, node_args(ds, args), features=names))
+    return [(ds, frame_records(ds, node_args(ds, args), features=names))
             for ds in nodes.values()]
 
 

@@ -171,7 +171,7 @@ class ConfigView:
 
 
 STAGES: dict[str, Stage] = {}
-ORDER = ("prepare", "integrate", "classify", "calibrate", "export", "plots")
+ORDER = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
 
 
 def register(stage: Stage) -> Stage:

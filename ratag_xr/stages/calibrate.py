@@ -92,7 +92,7 @@ def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, cf
 
 def compute(ctx) -> StageResult:
     run_ds, sets = calibrate(ctx.load("integrate", "sets"), ctx.load("prepare", "sets"),
-                             ctx.load("prepare", "frames"), ctx.config.run,
+                             ctx.load("frames", "frames"), ctx.config.run,
                              ctx.config.calibrate)
     run_ds.attrs["run_id"] = sets.attrs["run_id"] = ctx.run_id
     return StageResult(run=run_ds, sets=sets)
@@ -100,8 +100,9 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="calibrate",
-    version=3,
-    reads=("stage:prepare", "stage:integrate", "config:run.e_xray", "config:run.w_value",
+    version=4,
+    reads=("stage:prepare", "stage:frames", "stage:integrate", "config:run.e_xray",
+           "config:run.w_value",
            "config:run.e_recoil", "config:run.run_id"),
     params=PARAMS,
     provides={"run": RUN, "sets": SETS},

@@ -1,7 +1,7 @@
 """Stage ``classify`` (ALGORITHMS.md §7): X-ray outcome counts per set.
 
-The per-frame outcome is a pass-1 feature, computed in the preparation's pass over the
-frames (one read for the S2 window and the X-ray search); this stage counts the outcomes
+The per-frame outcome is a feature, computed in the ``frames`` stage's pass over the frames
+(one read for the S2 window, the X-ray search and the ion S2 area); this stage counts the outcomes
 of each set, one variable per :class:`~ratag_xr.vocabulary.XrayOutcome`.
 """
 
@@ -29,15 +29,15 @@ def xray_counts(frames: xr.Dataset) -> xr.Dataset:
 
 
 def compute(ctx) -> StageResult:
-    sets = xray_counts(ctx.load("prepare", "frames"))
+    sets = xray_counts(ctx.load("frames", "frames"))
     sets.attrs.update(run_id=ctx.run_id)
     return StageResult(sets=sets)
 
 
 STAGE = register(Stage(
     name="classify",
-    version=2,
-    reads=("stage:prepare", "config:run.run_id"),
+    version=3,
+    reads=("stage:frames", "config:run.run_id"),
     provides={"sets": COUNTS},
     compute=compute,
     doc="X-ray outcome counts per set (the per-frame outcomes are pass-1 features) (§7)",

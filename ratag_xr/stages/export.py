@@ -18,7 +18,7 @@ from ratag_xr.pipeline.results import Results, merge_parts
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.store import store_state
 
-ANALYSIS = ("prepare", "integrate", "classify", "calibrate")
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate")
 
 
 def output_lineage(lineages: dict) -> dict:
@@ -74,7 +74,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="export",
-    version=2,
+    version=3,
     reads=tuple(f"stage:{s}" for s in ANALYSIS) + (
         "features:pass1", "features:pass2", "config:integrate.width_s2", "config:run.run_id"),
     compute=compute,

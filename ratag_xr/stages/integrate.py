@@ -1,8 +1,6 @@
-"""Stage ``integrate`` (ALGORITHMS.md §5–§6): ion S2 areas and their per-set fits.
-
-Areas come from the second pass over every frame (the pass-2 features, one task per
-waveform chunk) in the per-set window of the preparation; the per-frame areas (one number
-per frame) are gathered, histogrammed and fitted per set.
+"""Stage ``integrate`` (ALGORITHMS.md §6): the per-set histograms and fits of the ion S2
+areas that the ``frames`` stage computed for every frame (§5).  It reads no waveform:
+changing a histogram or fit setting refits in seconds.
 """
 
 from __future__ import annotations
@@ -12,11 +10,9 @@ import xarray as xr
 
 from ratag_xr.params import Param, at_least, declare_check, declare_data_check, increasing
 from ratag_xr.physics.fit import fit_gaussian_hist, robust_range_hist
-from ratag_xr.pipeline.frames import compute_pass
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import describe
 
-WINDOWS = ("s2_window_start", "s2_window_end", "s2_window_estimated")
 FIT = ("s2_area_mean", "s2_area_sigma", "s2_area_ci95", "s2_area_amplitude",
        "s2_area_chi2_ndf", "s2_area_n_entries", "s2_fit_success", "s2_fit_reason",
        "n_frames", "n_area_nan")
@@ -25,12 +21,6 @@ _AUTO_BINS = 2000  # fine bins used to find a robust automatic range
 PER_SET_KEYS = ("bin_cuts", "nbins", "auto_range")
 
 PARAMS = (
-    Param("integrate.use_estimated_s2_windows", True, bool, "", "integrate in "
-          "[t_s2_start_mean, t_s2_end_mean] (false: the fallback window)"),
-    Param("integrate.ts2_tol", -2.7, float, "µs",
-          "fallback window start = t_s1 + time_drift + ts2_tol"),
-    Param("integrate.width_s2", 1.1, float, "µs", "fallback window width",
-          checks=(at_least(0),)),
     Param("integrate.bin_cuts", (0.0, 4.0), tuple[float, ...], "mV·µs",
           "histogram range of ion S2 areas", checks=(increasing,)),
     Param("integrate.nbins", 100, int, "", "histogram bins", checks=(at_least(1),)),
@@ -84,22 +74,6 @@ declare_check("integrate.per_set", _check_per_set)
 declare_data_check("integrate.per_set names", _check_per_set_names)
 
 
-def integration_windows(prep: xr.Dataset, cfg) -> xr.Dataset:
-    """Per-set window [start, end] in µs: the S2 statistics, else the §5 fallback."""
-    fallback_start = prep.t_s1 + prep.time_drift + cfg.ts2_tol
-    fallback_end = fallback_start + cfg.width_s2
-    if cfg.use_estimated_s2_windows:
-        estimated = np.isfinite(prep.t_s2_start_mean) & np.isfinite(prep.t_s2_end_mean)
-    else:
-        estimated = xr.zeros_like(prep.t_s1, dtype=bool)
-    start = xr.where(estimated, prep.t_s2_start_mean, fallback_start)
-    end = xr.where(estimated, prep.t_s2_end_mean, fallback_end)
-    ds = xr.Dataset({"s2_window_start": start, "s2_window_end": end,
-                     "s2_window_estimated": estimated})
-    ds = ds.drop_vars([c for c in ds.coords if c != "set"])
-    return describe(ds, list(WINDOWS))
-
-
 def _ranges(areas: xr.DataArray, names, cfg) -> dict[str, tuple[float, float, int]]:
     """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram."""
     specs = {name: histogram_spec(cfg, name) for name in names}
@@ -147,23 +121,20 @@ def fit_table(areas: xr.DataArray, valid: xr.DataArray, names, cfg) -> xr.Datase
 
 
 def compute(ctx) -> StageResult:
-    cfg = ctx.config.integrate
-    windows = integration_windows(ctx.load("prepare", "sets"), cfg)
-    frames = compute_pass(ctx.nodes(), "pass2", ctx.config.full, ctx.client, per_set=windows,
-                          label="integrate: pass 2 over the frames", progress=ctx.progress)
-    sets = windows.merge(fit_table(frames.s2_area, frames.valid, list(windows.set.values),
-                                   cfg))
+    frames = ctx.load("frames", "frames")
+    sets = fit_table(frames.s2_area, frames.valid, [str(n) for n in frames.set.values],
+                     ctx.config.integrate)
     sets.attrs.update(run_id=ctx.run_id)
-    return StageResult(sets=sets, frames=frames)
+    return StageResult(sets=sets)
 
 
 STAGE = register(Stage(
     name="integrate",
-    version=3,
-    reads=("stage:prepare", "waveforms", "features:pass2", "config:run.run_id"),
+    version=4,
+    reads=("stage:frames", "config:run.run_id"),
     params=PARAMS,
-    provides={"sets": (*WINDOWS, *FIT, *HIST), "frames": ("features:pass2",)},
+    provides={"sets": (*FIT, *HIST)},
     compute=compute,
-    doc="second pass: ion S2 area per frame in the set's window; per-set histograms and "
-        "binned Poisson maximum-likelihood Gaussian fits (§5–§6)",
+    doc="per-set histograms of the ion S2 areas and their binned Poisson "
+        "maximum-likelihood Gaussian fits (§6)",
 ))

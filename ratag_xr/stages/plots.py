@@ -134,7 +134,7 @@ def figure_job(run, config) -> FigureJob:
                      xray_exclude_index=config.calibrate.xray_exclude_index)
 
 
-ANALYSIS = ("prepare", "integrate", "classify", "calibrate")
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate")
 
 
 def compute(ctx) -> StageResult:
@@ -148,7 +148,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="plots",
-    version=2,
+    version=3,
     reads=tuple(f"stage:{s}" for s in ANALYSIS) + (
         "waveforms", "config:prepare.n_pedestal", "config:integrate.exclude_index",
         "config:calibrate.xray_exclude_index", "config:run.run_id"),

@@ -1,9 +1,9 @@
 """Stage ``prepare`` (ALGORITHMS.md §1–§4, §7): fields and transport, S1 time, pass 1.
 
 Per set: fields, reduced fields, drift speed and time (§1) and the S1 time from
-frame-chunk means (§3).  Then one pass over every frame runs the pass-1 features (the S2
-window crossings of §4 and, fused into the same pass, the X-ray outcome of §7), and the
-per-set S2 window statistics are reduced from the crossings.
+frame-chunk means (§3).  Then the feature giving each frame's S2 crossings (§4) runs over
+every frame, and the per-set S2 window statistics are reduced from the crossings; the
+per-frame results of every feature come from the ``frames`` stage.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ S1 = ("t_s1", "t_s1_std", "s1_success", "s1_reason")
 WINDOW = ("t_s2_start_mean", "t_s2_start_std", "t_s2_end_mean", "t_s2_end_std",
           "s2_duration_mean", "s2_duration_std", "n_s2_frames", "n_s2_durations",
           "s2_window_success", "s2_window_reason")
+
+#: The feature whose per-frame S2 crossings the window statistics reduce.
+CROSSINGS = "s2_window_xray"
 
 PARAMS = (
     Param("prepare.s1_batches", 5, int, "", "frame chunks averaged for the S1 estimate",
@@ -179,26 +182,26 @@ def compute(ctx) -> StageResult:
     nodes = ctx.nodes()
     batches = s1_batch_means(nodes, cfg.s1_batches, cfg.n_pedestal, ctx.client)
     sets = sets.merge(s1_table(batches, sets.set.values, cfg))
-    frames = compute_pass(nodes, "pass1", ctx.config.full, ctx.client, per_set=sets,
-                          label="prepare: pass 1 over the frames", progress=ctx.progress)
-    sets = sets.merge(window_table(frames, cfg))
+    crossings = compute_pass(nodes, CROSSINGS, ctx.config.full, ctx.client, per_set=sets,
+                             label="prepare: S2 crossings of every frame",
+                             progress=ctx.progress)
+    sets = sets.merge(window_table(crossings, cfg))
     sets.attrs.update(run_id=ctx.run_id, s2_window_method=cfg.s2_method,
                       pressure=ctx.config.run.pressure,
                       temperature=ctx.config.run.temperature)
-    return StageResult(sets=sets, frames=frames)
+    return StageResult(sets=sets)
 
 
 STAGE = register(Stage(
     name="prepare",
     version=3,
-    reads=("waveforms", "features:pass1", "config:run.pressure", "config:run.temperature",
+    reads=("waveforms", f"feature:{CROSSINGS}", "config:run.pressure", "config:run.temperature",
            "config:run.sets", "config:run.exclude",
            "config:run.drift_gap", "config:run.el_gap", "config:run.run_id"),
     params=PARAMS,
-    provides={"sets": ("gate", "anode", *TRANSPORT, *S1, *WINDOW),
-              "frames": ("features:pass1",)},
+    provides={"sets": ("gate", "anode", *TRANSPORT, *S1, *WINDOW)},
     compute=compute,
     doc="fields, reduced fields, drift speed and time per set; S1 time from frame-chunk "
-        "means; one pass over every frame (pass-1 features: S2 window crossings, X-ray "
-        "outcome); per-set S2 window statistics (§1–§4, §7)",
+        "means; the S2 crossings of every frame and the per-set S2 window statistics "
+        "(§1–§4)",
 ))

@@ -1,0 +1,72 @@
+"""Stage ``frames``: every per-frame feature of every frame, in one pass (ALGORITHMS.md §4,
+§5, §7 and the features added since).
+
+The per-set inputs come from ``prepare`` (S1 time, drift time) and from the integration
+window of each set, decided here (§5: the S2 window statistics, or the fallback
+window).  One Dask task per waveform chunk reads the chunk (both channels where there
+are two) and runs every pass-1 and pass-2 kernel on it; the few numbers per frame come
+back as the labeled (set, frame) results every later stage reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ratag_xr.features import select
+from ratag_xr.params import Param, at_least
+from ratag_xr.pipeline.frames import compute_pass
+from ratag_xr.stages import Stage, StageResult, register
+from ratag_xr.vocabulary import describe
+
+WINDOWS = ("s2_window_start", "s2_window_end", "s2_window_estimated")
+
+PARAMS = (
+    Param("integrate.use_estimated_s2_windows", True, bool, "", "integrate in "
+          "[t_s2_start_mean, t_s2_end_mean] (false: the fallback window)"),
+    Param("integrate.ts2_tol", -2.7, float, "µs",
+          "fallback window start = t_s1 + time_drift + ts2_tol"),
+    Param("integrate.width_s2", 1.1, float, "µs", "fallback window width",
+          checks=(at_least(0),)),
+)
+
+
+def integration_windows(prep: xr.Dataset, cfg) -> xr.Dataset:
+    """Per-set window [start, end] in µs: the S2 statistics, else the §5 fallback
+    (``cfg``: the ``integrate`` section)."""
+    fallback_start = prep.t_s1 + prep.time_drift + cfg.ts2_tol
+    fallback_end = fallback_start + cfg.width_s2
+    if cfg.use_estimated_s2_windows:
+        estimated = np.isfinite(prep.t_s2_start_mean) & np.isfinite(prep.t_s2_end_mean)
+    else:
+        estimated = xr.zeros_like(prep.t_s1, dtype=bool)
+    start = xr.where(estimated, prep.t_s2_start_mean, fallback_start)
+    end = xr.where(estimated, prep.t_s2_end_mean, fallback_end)
+    ds = xr.Dataset({"s2_window_start": start, "s2_window_end": end,
+                     "s2_window_estimated": estimated})
+    ds = ds.drop_vars([c for c in ds.coords if c != "set"])
+    return describe(ds, list(WINDOWS))
+
+
+def compute(ctx) -> StageResult:
+    prep = ctx.load("prepare", "sets")
+    windows = integration_windows(prep, ctx.config.integrate)
+    features = [f.name for f in select("pass1") + select("pass2")]
+    frames = compute_pass(ctx.nodes(), features, ctx.config.full, ctx.client,
+                          per_set=prep.merge(windows),
+                          label="frames: one pass over every frame", progress=ctx.progress)
+    windows.attrs.update(run_id=ctx.run_id)
+    return StageResult(sets=windows, frames=frames)
+
+
+STAGE = register(Stage(
+    name="frames",
+    version=1,
+    reads=("stage:prepare", "waveforms", "features:pass1", "features:pass2",
+           "config:run.run_id"),
+    params=PARAMS,
+    provides={"sets": WINDOWS, "frames": ("features:pass1", "features:pass2")},
+    compute=compute,
+    doc="the integration window of each set; one pass over every frame runs every "
+        "per-frame feature (S2 window crossings, X-ray outcome, ion S2 area, ...) (§4, §5, §7)",
+))
