@@ -370,6 +370,37 @@ def managed_client(client=None, **kwargs):
         close_client(new)
 
 
+@dataclass(frozen=True)
+class TaskOSError:
+    """An :class:`OSError` of a task, returned instead of raised: a full disk or an
+    unwritable folder met by a worker then reaches the command as one clear message,
+    without the worker logging a traceback of its own."""
+
+    errno: int | None
+    strerror: str | None
+    filename: str | None
+
+    def reraise(self):
+        raise OSError(self.errno, self.strerror, self.filename)
+
+
+def os_errors_returned(fn, *args, **kwargs):
+    """Run ``fn`` (a task); an OSError comes back as a :class:`TaskOSError`."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as err:
+        return TaskOSError(err.errno, err.strerror, err.filename)
+
+
+def task_result(future):
+    """The result of a task submitted through :func:`os_errors_returned` (its OSError
+    raised here)."""
+    result = future.result()
+    if isinstance(result, TaskOSError):
+        result.reraise()
+    return result
+
+
 class LazyClient:
     """A Dask client made on first use: ``get()`` returns it (starting the cluster the
     first time), ``close()`` closes it if this object made it.  A command that finds

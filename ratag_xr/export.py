@@ -247,8 +247,13 @@ def frames_table(fr: SetFrames, frames: xr.Dataset):
     every per-frame variable, each field with its ``units`` and ``long_name`` metadata."""
     import pyarrow as pa
 
-    order = [c for c in IDENTITY if c in fr.columns]
-    order += [c for c in fr.columns if c not in order]
+    from ratag_xr.features import FEATURES
+
+    # identity, then the features' outputs in registry order, then anything else by name:
+    # the same columns in the same order whatever order the results were stored in
+    declared = [o for f in FEATURES.values() for o in f.output_names]
+    order = [c for c in (*IDENTITY, *declared) if c in fr.columns]
+    order += sorted(c for c in fr.columns if c not in order)
     fields, arrays = [], []
     for name in order:
         values = fr.columns[name]

@@ -264,7 +264,10 @@ def check_against_data(config, facts: dict) -> None:
 def check_config(config) -> None:
     """Run every cross-key check on ``config``; ConfigError naming the file."""
     for check in CHECKS.values():
-        problem = check(config)
+        try:
+            problem = check(config)
+        except ConfigError as err:  # a check that validates values through a Param
+            problem = str(err)
         if problem:
             raise ConfigError(f"{config.source}: {problem}")
 

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from ratag_xr import plots
+from ratag_xr.cluster import os_errors_returned, task_result
 from ratag_xr.io.atomic import atomic_save_figure, remove_stale_temps
 from ratag_xr.pipeline.results import Results
 from ratag_xr.stages import Stage, StageResult, register
@@ -122,8 +123,9 @@ def render(job: FigureJob, results: Results, available, client=None) -> list[Pat
     if client is None:
         return [p for name, s in todo for p in _draw(job, name, s, small)]
     shared = client.scatter(small, broadcast=True)
-    futures = [client.submit(_draw, job, name, s, shared, pure=False) for name, s in todo]
-    return [p for paths in client.gather(futures) for p in paths]
+    futures = [client.submit(os_errors_returned, _draw, job, name, s, shared, pure=False)
+               for name, s in todo]
+    return [p for future in futures for p in task_result(future)]
 
 
 def figure_job(run, config) -> FigureJob:

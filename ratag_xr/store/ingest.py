@@ -19,6 +19,7 @@ the next run; an ``ok`` file is never touched again.  Memory: a task holds one c
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -493,6 +494,7 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
         warn(notice)
     root = open_store(store)
     state = _read_state(root)
+    stored_state = json.loads(json.dumps(state))  # to write the state back only if it changed
     check_made_with(state, config, store)
     _store_codec(state, codec, warn)
     manifest = Manifest.load(L.manifest_path(store))
@@ -504,10 +506,11 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
              f"alpha values: {'; '.join(problems[:8])}"
              + (f"; and {len(problems) - 8} more" if len(problems) > 8 else ""))
     summary.missing = _missing_files(layout, manifest, warn)
-    state.update(run_id=layout.run_id, run_dir=str(layout.run_dir.resolve()),
-                 params=config.to_dict()["run"])
+    state.update(run_id=layout.run_id, run_dir=str(layout.run_dir.resolve()))
+    state.pop("params", None)  # the run keys a store depends on are in made_with
     _prepare_nodes(store, state, planner.node_sizes, config)
-    root.attrs[L.ATTRS_KEY] = state
+    if json.loads(json.dumps(state)) != stored_state:  # an unchanged store is not rewritten
+        root.attrs[L.ATTRS_KEY] = state
 
     if planner.tasks:
         _run_tasks(store, state, planner.tasks, manifest, summary, client, progress, report)
@@ -545,14 +548,15 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
 
 
 def _run_tasks(store, state, tasks, manifest, summary, client, progress, report):
-    from ratag_xr.cluster import managed_client  # deferred: starting Dask is ingest's job only
+    # deferred: starting Dask is ingest's job only
+    from ratag_xr.cluster import managed_client, os_errors_returned, task_result
 
     with managed_client(client) as cl:
         report(f"ingesting {len(tasks)} file(s) on {cl.dashboard_link or 'the cluster'}")
         futures = {}
         for task in tasks:
             chunk = state["nodes"][task.node]["chunk"]
-            fut = cl.submit(_copy_file, task, str(store), chunk, pure=False,
+            fut = cl.submit(os_errors_returned, _copy_file, task, str(store), chunk, pure=False,
                             key=f"ingest-{task.set_name}-{task.path.name}")
             futures[fut] = task
         from distributed import as_completed
@@ -562,7 +566,7 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
         for fut in as_completed(futures, loop=cl.loop):
             task = futures[fut]
             try:
-                facts = fut.result()
+                facts = task_result(fut)
             except WfmError as err:
                 event = {"set": task.set_name, "file": task.path.name, "status": "bad",
                          "role": task.role, "reason": err.problem,
