@@ -77,8 +77,9 @@ def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
             "upstream": dict(upstream)}
     if stage.reads_waveforms:
         sets = set_order(run.store, config.run)
-        body["input"] = {"sets": sets, "manifest": manifest_hash(run, sets),
-                         "nfiles": run.nfiles}
+        first = stage.input_frames(config) if stage.input_frames else None
+        body["input"] = {"sets": sets, "manifest": manifest_hash(run, sets, first),
+                         "nfiles": run.nfiles, "first_frames": first}
     body["hash"] = _digest(body)
     return body
 
@@ -160,6 +161,11 @@ class StageContext:
     def client(self):
         """The Dask client (started on first use)."""
         return self._client.get()
+
+    @property
+    def client_factory(self):
+        """``client`` as a callable, for what starts the cluster only if it needs it."""
+        return self._client.get
 
     @property
     def run_id(self) -> str:
@@ -257,7 +263,8 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
             if ingest:
                 summary = ingest_files(run.run_dir, run.store, config=run.config,
                                        nfiles=run.nfiles, rebuild=rebuild, client=lazy.get,
-                                       progress=run.progress)
+                                       progress=run.progress,
+                                       copy_frames=read_once_frames(run.config, order))
                 say(str(summary))
             if not run.store.exists():
                 raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
@@ -290,6 +297,16 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
         finally:
             lazy.close()
     return outcome
+
+
+def read_once_frames(config, order) -> int | None:
+    """The frames ingest copies before the analysis (None: every file): with both
+    estimates limited (``prepare.s1_frames``, ``prepare.s2_window_frames``) and the
+    ``frames`` stage to run, only the files holding each set's first frames; the frames
+    stage reads the rest once."""
+    from ratag_xr.stages.prepare import estimate_frames
+
+    return estimate_frames(config) if "frames" in order else None
 
 
 def _cluster_kwargs(run: Run) -> dict:

@@ -94,6 +94,13 @@ class WfmFile:
             f"{self.n_samples} {self.raw_dtype} samples)"
         )
 
+    def byte_layout(self) -> dict:
+        """Where the frames are in the file: ``curve_offset`` (bytes before the first
+        record), ``record_bytes`` (one frame's record, pre/post-charge points included) and
+        ``data_start`` (bytes of pre-charge points at the start of each record)."""
+        return {"curve_offset": self._curve_offset, "record_bytes": self._record_bytes,
+                "data_start": self._data_start}
+
     @property
     def time(self) -> np.ndarray:
         """(n_samples,) float64 seconds relative to the trigger: x_start + i * x_spacing."""

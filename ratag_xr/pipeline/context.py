@@ -94,14 +94,23 @@ def versions() -> dict[str, str]:
     return out
 
 
-def manifest_hash(run: Run, sets=None) -> str:
-    """Hash of the ingested file manifest (names, sizes, content hashes of ok files) of
-    ``sets`` (default: every set)."""
+def manifest_hash(run: Run, sets=None, first: int | None = None) -> str:
+    """Hash of the raw files a result depends on: name, role, size, frames and slots of
+    every planned or ingested file of ``sets`` (default: every set), or only of the files
+    holding each set's ``first`` frames.  A file is planned before it is read (in the
+    read-once path, read by the analysis itself), so the hash is the same before and
+    after; a raw file that changes after planning is refused by ingest."""
+    from ratag_xr.store.ingest import first_files
+
     manifest = Manifest.load(manifest_path(run.store))
-    ok = sorted((e["set"], e["file"], e["fingerprint"]["size"], e.get("hash", ""))
-                for e in manifest.entries.values() if e["status"] == "ok"
-                and (sets is None or e["set"] in sets))
-    return hashlib.sha256(json.dumps(ok).encode()).hexdigest()
+    names = sets if sets is not None else sorted({s for s, _ in manifest.entries})
+    chosen = {s: set(first_files(manifest, s, first)) for s in names}
+    rows = sorted((e["set"], e["file"], e.get("role", "pmt"),
+                   e.get("fingerprint", {}).get("size"), e.get("n_frames"), e.get("slot0"))
+                  for e in manifest.entries.values()
+                  if e["status"] in ("planned", "ok") and e["set"] in chosen
+                  and (e.get("twin_of") or e["file"]) in chosen[e["set"]])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def persist_with_progress(client, collection, label: str, show: bool = True):

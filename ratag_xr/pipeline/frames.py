@@ -59,6 +59,24 @@ def analysis_nodes(store, nfiles: int | None = None, sets=None) -> dict[str, xr.
     return out
 
 
+def first_frames(nodes: dict[str, xr.Dataset], n: int | None) -> dict[str, xr.Dataset]:
+    """``nodes`` with ``valid`` limited to each set's first ``n`` valid frames in frame
+    order (all of them for None), and without the slots after the last of them."""
+    if n is None:
+        return nodes
+    out = {}
+    for name, ds in nodes.items():
+        valid = np.asarray(ds.valid.values, dtype=bool)
+        keep = valid & (np.cumsum(valid, axis=1) <= n)
+        used = np.flatnonzero(keep.any(axis=0))
+        stop = int(used[-1]) + 1 if used.size else 0
+        chunk = int(ds.attrs.get("frames_per_chunk", 1))
+        stop = min(valid.shape[1], -(-stop // chunk) * chunk)  # whole chunks: one read each
+        ds = ds.assign_coords(valid=(ds.valid.dims, keep))
+        out[name] = ds.isel(frame=slice(0, max(stop, 1)))
+    return out
+
+
 def _node_records(nodes: dict[str, xr.Dataset], features: list[Feature], args: dict
                   ) -> list[tuple]:
     names = [f.name for f in features]

@@ -50,6 +50,9 @@ class Stage:
     provides: dict = field(default_factory=dict)
     files: tuple[str, ...] = ()
     doc: str = ""
+    #: for a stage reading waveforms: how many frames from the start of each set it reads
+    #: (``input_frames(config)``; None: all), so its lineage covers only their files
+    input_frames: Callable | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "reads", tuple(self.reads))

@@ -16,6 +16,7 @@ import xarray as xr
 from ratag_xr.features import select
 from ratag_xr.params import Param, at_least
 from ratag_xr.pipeline.frames import compute_pass
+from ratag_xr.pipeline.read_once import read_once_pass
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import describe
 
@@ -48,13 +49,37 @@ def integration_windows(prep: xr.Dataset, cfg) -> xr.Dataset:
     return describe(ds, list(WINDOWS))
 
 
+def pending_files(ctx) -> list:
+    """Raw files planned but not yet in the store (the read-once path): ingest plans them
+    and leaves them to this stage, which reads each once."""
+    from ratag_xr.stages.prepare import estimate_frames
+    from ratag_xr.store import ingest
+
+    first = estimate_frames(ctx.run.config)
+    if first is None:
+        return []
+    plan = ingest(ctx.run.run_dir, ctx.run.store, config=ctx.run.config,
+                  nfiles=ctx.run.nfiles, client=ctx.client_factory, progress=False,
+                  copy_frames=first)
+    return [t for t in plan.pending if t.set_name in set(ctx.sets)]
+
+
 def compute(ctx) -> StageResult:
     prep = ctx.load("prepare", "sets")
     windows = integration_windows(prep, ctx.config.integrate)
-    features = [f.name for f in select("pass1") + select("pass2")]
-    frames = compute_pass(ctx.nodes(), features, ctx.config.full, ctx.client,
-                          per_set=prep.merge(windows),
-                          label="frames: one pass over every frame", progress=ctx.progress)
+    features = select("pass1") + select("pass2")
+    per_set = prep.merge(windows)
+    pending = pending_files(ctx)
+    if pending:
+        frames = read_once_pass(ctx.run.store, ctx.nodes(), pending, features,
+                                ctx.config.full, per_set, ctx.client, reopen=ctx.nodes,
+                                progress=ctx.progress,
+                                label="frames: reading each raw file once")
+    else:
+        frames = compute_pass(ctx.nodes(), [f.name for f in features], ctx.config.full,
+                              ctx.client, per_set=per_set,
+                              label="frames: one pass over every frame",
+                              progress=ctx.progress)
     windows.attrs.update(run_id=ctx.run_id)
     return StageResult(sets=windows, frames=frames)
 
@@ -63,7 +88,7 @@ STAGE = register(Stage(
     name="frames",
     version=1,
     reads=("stage:prepare", "waveforms", "features:pass1", "features:pass2",
-           "config:run.run_id"),
+           "config:run.run_id", "config:prepare.s1_frames", "config:prepare.s2_window_frames"),
     params=PARAMS,
     provides={"sets": WINDOWS, "frames": ("features:pass1", "features:pass2")},
     compute=compute,

@@ -17,7 +17,7 @@ from ratag_xr.params import Param, at_least, increasing, nonneg, one_of
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
 from ratag_xr.physics.transport import set_transport
-from ratag_xr.pipeline.frames import compute_pass
+from ratag_xr.pipeline.frames import compute_pass, first_frames
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.store import store_state
 from ratag_xr.vocabulary import describe
@@ -51,7 +51,20 @@ PARAMS = (
           "for the duration statistic", checks=(increasing,)),
     Param("prepare.s2_min_values", 10, int, "", "minimum values for a per-set statistic",
           checks=(at_least(1),)),
+    Param("prepare.s1_frames", None, int | None, "frames", "estimate t_s1 from each set's "
+          "first N frames in frame order (null: all frames)", checks=(at_least(1),)),
+    Param("prepare.s2_window_frames", None, int | None, "frames", "reduce the S2 window "
+          "statistics from each set's first N frames (null: all frames); with s1_frames "
+          "set too, every later raw byte is read once (see the README)",
+          checks=(at_least(1),)),
 )
+
+
+def estimate_frames(config) -> int | None:
+    """Frames from the start of each set that ``prepare`` reads (None: all): with both
+    estimates limited, the analysis reads the rest of each raw file once, with ingest."""
+    s1, s2 = config.get("prepare.s1_frames"), config.get("prepare.s2_window_frames")
+    return None if s1 is None or s2 is None else max(s1, s2)
 
 
 def _labeled(values: dict, set_names) -> xr.Dataset:
@@ -180,9 +193,11 @@ def compute(ctx) -> StageResult:
     cfg = ctx.config.prepare
     sets = transport_table(ctx.run.store, ctx.config.run, ctx.sets)
     nodes = ctx.nodes()
-    batches = s1_batch_means(nodes, cfg.s1_batches, cfg.n_pedestal, ctx.client)
+    batches = s1_batch_means(first_frames(nodes, cfg.s1_frames), cfg.s1_batches,
+                             cfg.n_pedestal, ctx.client)
     sets = sets.merge(s1_table(batches, sets.set.values, cfg))
-    crossings = compute_pass(nodes, CROSSINGS, ctx.config.full, ctx.client, per_set=sets,
+    crossings = compute_pass(first_frames(nodes, cfg.s2_window_frames), CROSSINGS,
+                             ctx.config.full, ctx.client, per_set=sets,
                              label="prepare: S2 crossings of every frame",
                              progress=ctx.progress)
     sets = sets.merge(window_table(crossings, cfg))
@@ -201,6 +216,7 @@ STAGE = register(Stage(
     params=PARAMS,
     provides={"sets": ("gate", "anode", *TRANSPORT, *S1, *WINDOW)},
     compute=compute,
+    input_frames=estimate_frames,
     doc="fields, reduced fields, drift speed and time per set; S1 time from frame-chunk "
         "means; the S2 crossings of every frame and the per-set S2 window statistics "
         "(§1–§4)",

@@ -19,6 +19,7 @@ the next run; an ``ok`` file is never touched again.  Memory: a task holds one c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -29,7 +30,13 @@ import numpy as np
 import zarr
 
 from ratag_xr.config import Config
-from ratag_xr.errors import IngestOrderError, OwnershipError, StoreError, WfmError
+from ratag_xr.errors import (
+    IngestOrderError,
+    OwnershipError,
+    StoreError,
+    WfmError,
+    WfmTruncatedError,
+)
 from ratag_xr.io.lock import writable_folder
 from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
@@ -45,7 +52,7 @@ from ratag_xr.store.discover import (
     natural_key,
     twin_name,
 )
-from ratag_xr.store.manifest import Manifest, content_hash, file_fingerprint
+from ratag_xr.store.manifest import HASH_NAME, Manifest, content_hash, file_fingerprint
 from ratag_xr.store.schema import create_node, grow_node, write_file_coords, write_set_coords
 
 #: §11: twins' trigger time stamps must agree to this, ns
@@ -93,6 +100,7 @@ class IngestSummary:
     twins: list[dict] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    pending: list[FileTask] = field(default_factory=list)  # planned, read by the analysis
 
     def __str__(self) -> str:
         alpha = (f" (with {self.alpha_files_ok} alpha file(s))" if self.alpha_files_ok
@@ -100,6 +108,9 @@ class IngestSummary:
         lines = [f"store {self.store}: {self.files_written} file(s) / {self.frames_written} "
                  f"frame(s) ingested now; {self.files_ok} file(s){alpha} / {self.frames_ok} "
                  f"frame(s) in the store; {len(self.bad)} file(s) skipped"]
+        if self.pending:
+            lines.append(f"  {len(self.pending)} file(s) left to be read once, by the "
+                         "analysis")
         lines += [f"  skipped {b['set']}/{b['file']}: {b['reason']}" for b in self.bad]
         if self.twins:
             lines.append(f"  {len(self.twins)} twin problem(s) (PMT frames kept, alpha NaN):")
@@ -154,25 +165,144 @@ def open_store(store: Path) -> zarr.Group:
     return root
 
 
-def _copy_file(task: FileTask, store: str, chunk: int) -> dict:
+class RawFile:
+    """A raw file read once, front to back (``with RawFile(task) as raw``).
+
+    ``raw.blocks(n)`` yields ``(start, codes)``: native-order (frames, samples) codes of
+    frames [start, start + len); ``raw.facts()`` then gives the file's content hash
+    (``blake2b`` of every byte, from the same reads as the frames), trigger time stamps,
+    scaling in the stored unit (``scale``/``offset``, also attributes from the start),
+    size and modification time.
+    """
+
+    def __init__(self, task: FileTask):
+        self.task = task
+        self._digest = hashlib.blake2b(digest_size=20)
+
+    def __enter__(self) -> RawFile:
+        task = self.task
+        self.wfm = read_wfm(task.path)
+        if self.wfm.n_frames != task.n_frames:
+            self.wfm.close()
+            raise WfmError(task.path, f"frame count changed since planning: expected "
+                           f"{task.n_frames}, found {self.wfm.n_frames}")
+        self.scale = self.wfm.y_scale * task.unit
+        self.offset = self.wfm.y_offset * task.unit
+        self.t0, self.dt = self.wfm.x_start * 1e6, self.wfm.x_spacing * 1e6  # µs
+        self._file = open(task.path, "rb", buffering=0)  # closed by __exit__
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+        self.wfm.close()
+
+    def blocks(self, block_frames: int):
+        wfm, f = self.wfm, self._file
+        layout = wfm.byte_layout()
+        dtype = wfm.raw_dtype.newbyteorder(wfm.byte_order)
+        per_record = layout["record_bytes"] // dtype.itemsize
+        first = layout["data_start"] // dtype.itemsize
+        self._digest.update(_read_exact(f, layout["curve_offset"], self.task.path))
+        for start in range(0, wfm.n_frames, block_frames):
+            stop = min(start + block_frames, wfm.n_frames)
+            block = _read_exact(f, (stop - start) * layout["record_bytes"], self.task.path)
+            self._digest.update(block)
+            codes = np.frombuffer(block, dtype=dtype).reshape(stop - start, per_record)
+            codes = codes[:, first:first + wfm.n_samples]
+            yield start, codes.astype(wfm.raw_dtype, copy=not dtype.isnative)
+
+    def facts(self) -> dict:
+        while tail := self._file.read(_HASH_BLOCK):
+            self._digest.update(tail)
+        trigger_ns = self.wfm.trigger_time.astype("datetime64[ns]").astype(np.int64)
+        return {"hash": f"{HASH_NAME}:{self._digest.hexdigest()}", "trigger_ns": trigger_ns,
+                "scale": self.scale, "offset": self.offset,
+                **file_fingerprint(self.task.path)}
+
+
+_HASH_BLOCK = 8 * 2**20
+
+
+def _read_exact(f, n: int, path: Path) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise WfmTruncatedError(path, f"file ended while reading: expected {n} more bytes, "
+                                f"found {len(data)}")
+    return data
+
+
+def write_block(arr, task: FileTask, start: int, codes: np.ndarray, chunk: int) -> None:
+    """Write a block of a file's frames into its slots, whole chunks (zero padding)."""
+    for k in range(0, codes.shape[0], chunk):
+        part = codes[k:k + chunk]
+        buffer = np.zeros((1, chunk, codes.shape[1]), dtype=codes.dtype)
+        buffer[0, : part.shape[0]] = part
+        slot = task.slot0 + start + k
+        arr[task.set_index: task.set_index + 1, slot: slot + chunk, :] = buffer
+
+
+def copy_file(task: FileTask, store: str, chunk: int) -> dict:
     """Dask task: copy one raw file's frames into its slots; return its per-frame facts."""
     arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
-    digest = content_hash(task.path)
-    with read_wfm(task.path) as wfm:
-        if wfm.n_frames != task.n_frames:
-            raise WfmError(task.path, f"frame count changed since planning: expected "
-                           f"{task.n_frames}, found {wfm.n_frames}")
-        buffer = np.zeros((1, chunk, wfm.n_samples), dtype=wfm.raw_dtype)
-        for start in range(0, wfm.n_frames, chunk):
-            stop = min(start + chunk, wfm.n_frames)
-            buffer[0, : stop - start] = wfm.raw[start:stop]
-            buffer[0, stop - start:] = 0
-            slot = task.slot0 + start
-            arr[task.set_index: task.set_index + 1, slot: slot + chunk, :] = buffer
-        trigger_ns = wfm.trigger_time.astype("datetime64[ns]").astype(np.int64)
-        scale, offset = wfm.y_scale * task.unit, wfm.y_offset * task.unit
-    return {"hash": digest, "trigger_ns": trigger_ns, "scale": scale, "offset": offset,
-            **file_fingerprint(task.path)}
+    with RawFile(task) as raw:
+        for start, codes in raw.blocks(chunk):
+            write_block(arr, task, start, codes, chunk)
+        return raw.facts()
+
+
+def complete_file(store: Path, task: FileTask, result, manifest: Manifest,
+                  summary: IngestSummary, report) -> bool:
+    """After a file's task: its per-frame coordinates, then its ``ok`` event (or its
+    ``bad`` event when the task found the file unreadable); True when it is ok."""
+    if isinstance(result, WfmError):
+        event = {"set": task.set_name, "file": task.path.name, "status": "bad",
+                 "role": task.role, "reason": result.problem,
+                 "fingerprint": file_fingerprint(task.path)}
+        if task.twin_of is not None:
+            event["twin_of"] = task.twin_of
+        manifest.append(event)
+        report(f"skipping {task.set_name}/{task.path.name}: {result.problem}")
+        return False
+    write_file_coords(store, task, result)
+    event = dict(manifest.get(task.set_name, task.path.name))
+    event.update(status="ok", hash=result["hash"],
+                 fingerprint={"size": result["size"], "mtime_ns": result["mtime_ns"]})
+    manifest.append(event)
+    summary.files_written += 1
+    if task.twin_of is None:
+        summary.frames_written += task.n_frames
+    return True
+
+
+def first_files(manifest: Manifest, set_name: str, n_frames: int | None) -> list[str]:
+    """The set's planned or ingested files (PMT, or alpha in a monitor set) holding its
+    first ``n_frames`` frames in frame order (all of them for None)."""
+    events = [e for e in manifest.for_set(set_name)
+              if e["status"] in ("planned", "ok") and not e.get("twin_of")]
+    events.sort(key=lambda e: e["slot0"])
+    out, covered = [], 0
+    for e in events:
+        if n_frames is not None and covered >= n_frames:
+            break
+        out.append(e["file"])
+        covered += e["n_frames"]
+    return out
+
+
+def _split(tasks: list[FileTask], manifest: Manifest, monitors, n_frames: int):
+    """(now, later): the tasks of the files holding each PMT set's first ``n_frames``
+    frames (with their alpha twins) and those of the files after them."""
+    first = {}
+    now, later = [], []
+    for task in tasks:
+        if task.set_name in monitors:
+            now.append(task)
+            continue
+        if task.set_name not in first:
+            first[task.set_name] = set(first_files(manifest, task.set_name, n_frames))
+        owner = task.twin_of or task.path.name
+        (now if owner in first[task.set_name] else later).append(task)
+    return now, later
 
 
 def _read_state(root: zarr.Group) -> dict:
@@ -465,8 +595,13 @@ def _missing_files(layout: RunLayout, manifest: Manifest, warn) -> dict[str, lis
 
 def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Config | None = None,
            nfiles: int | None = None, rebuild: bool = False, client=None,
-           progress: bool = True) -> IngestSummary:
+           progress: bool = True, copy_frames: int | None = None) -> IngestSummary:
     """Read the raw files of ``run_dir`` into the Zarr store ``store`` (created if absent).
+
+    ``copy_frames``: copy only the files holding each set's first ``copy_frames`` frames;
+    the others are planned (their slots reserved, a ``planned`` manifest event) and left
+    to the analysis, which reads each of them once, writing its frames to the store and
+    computing their features from the same memory (``summary.pending``).
 
     Only files not yet in the store are read; a new file sorting before ingested ones (in
     natural order) is an :class:`~ratag_xr.errors.IngestOrderError` (use ``rebuild=True``).
@@ -512,8 +647,11 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
     if json.loads(json.dumps(state)) != stored_state:  # an unchanged store is not rewritten
         root.attrs[L.ATTRS_KEY] = state
 
-    if planner.tasks:
-        _run_tasks(store, state, planner.tasks, manifest, summary, client, progress, report)
+    tasks = planner.tasks
+    if copy_frames is not None:  # the rest is read once, by the analysis (frames stage)
+        tasks, summary.pending = _split(tasks, manifest, state["monitors"], copy_frames)
+    if tasks:
+        _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
     totals = manifest.summary()
     summary.files_ok, summary.frames_ok, summary.bad = (
         totals["files_ok"], totals["frames_ok"], totals["bad"])
@@ -556,7 +694,7 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
         futures = {}
         for task in tasks:
             chunk = state["nodes"][task.node]["chunk"]
-            fut = cl.submit(os_errors_returned, _copy_file, task, str(store), chunk, pure=False,
+            fut = cl.submit(os_errors_returned, copy_file, task, str(store), chunk, pure=False,
                             key=f"ingest-{task.set_name}-{task.path.name}")
             futures[fut] = task
         from distributed import as_completed
@@ -566,24 +704,9 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
         for fut in as_completed(futures, loop=cl.loop):
             task = futures[fut]
             try:
-                facts = task_result(fut)
+                result = task_result(fut)
             except WfmError as err:
-                event = {"set": task.set_name, "file": task.path.name, "status": "bad",
-                         "role": task.role, "reason": err.problem,
-                         "fingerprint": file_fingerprint(task.path)}
-                if task.twin_of is not None:
-                    event["twin_of"] = task.twin_of
-                manifest.append(event)
-                report(f"skipping {task.set_name}/{task.path.name}: {err.problem}")
-                bar.update(1)
-                continue
-            write_file_coords(store, task, facts)
-            event = dict(manifest.get(task.set_name, task.path.name))
-            event.update(status="ok", hash=facts["hash"],
-                         fingerprint={"size": facts["size"], "mtime_ns": facts["mtime_ns"]})
-            manifest.append(event)
-            summary.files_written += 1
-            if task.twin_of is None:
-                summary.frames_written += task.n_frames
+                result = err
+            complete_file(store, task, result, manifest, summary, report)
             bar.update(1)
         bar.close()

@@ -1,0 +1,173 @@
+"""Read every raw byte once: one task per raw file ingests it and computes its features.
+
+With ``prepare.s1_frames`` and ``prepare.s2_window_frames`` set, ingest copies only the
+files that hold each set's first frames (enough for both estimates) and plans the rest.
+Once ``prepare`` has fixed the per-set inputs, the ``frames`` stage runs
+:func:`file_features` for each planned file: the task reads the file front to back
+(:class:`ratag_xr.store.ingest.RawFile`), writes each block of frames into the store and
+runs the kernels of that file's channel on the same block in memory, then returns the
+per-frame records with the file's facts.  The driver records the file as ingested
+(coordinates, then the ``ok`` manifest event) as each task finishes, so an interrupted
+run resumes with the files that were done.  The frames already in the store get their
+features from one read of the store, as in the two-pass path; both give the same
+numbers (the kernels see the same codes, scaling and time axis).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from ratag_xr.cluster import os_errors_returned, task_result
+from ratag_xr.driver import ChannelKernels, FrameRecords, KernelRef, frame_records, run_kernels
+from ratag_xr.errors import WfmError
+from ratag_xr.features import Feature, arguments
+from ratag_xr.pipeline.frames import _combine, _labeled, node_args
+from ratag_xr.store.ingest import (
+    FileTask,
+    IngestSummary,
+    RawFile,
+    complete_file,
+    copy_file,
+    write_block,
+)
+from ratag_xr.store.layout import manifest_path
+from ratag_xr.store.manifest import Manifest
+
+CHANNEL_OF_ROLE = {"pmt": "pmt", "alpha": "alpha"}
+
+
+def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, outputs: tuple,
+                  fill: tuple, values: list, record: np.dtype) -> tuple[dict, np.ndarray]:
+    """Dask task: copy one raw file into its slots and compute its frames' features from
+    the same reads; returns (the file's facts, one record per frame).  ``kernels``,
+    ``outputs``, ``fill`` and ``values`` are those of the features of the file's channel
+    (``values``: per kernel its inputs for the file's set, scalars)."""
+    arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
+    out = np.empty(task.n_frames, dtype=record)
+    names = [n for group in outputs for n in group]
+    for name, value in zip(names, fill, strict=True):
+        out[name] = value
+    with RawFile(task) as raw:
+        channel = ChannelKernels(kernels, outputs, fill, raw.scale, raw.offset, raw.t0, raw.dt)
+        for start, codes in raw.blocks(chunk):
+            write_block(arr, task, start, codes, chunk)
+            part = run_kernels(codes, ([None], [values], [None]), channels=(channel,),
+                               record=record)
+            for name in names:
+                out[name][start:start + codes.shape[0]] = part[name]
+        return raw.facts(), out
+
+
+def _scalar(value, set_name: str) -> float:
+    if isinstance(value, xr.DataArray):
+        return float(value.sel(set=set_name).values)
+    return float(value)
+
+
+def _done_slots(ds: xr.Dataset) -> int:
+    """Slots of a node up to the last valid frame (the frames already in the store)."""
+    valid = np.asarray(ds.valid.values)
+    any_valid = np.flatnonzero(valid.any(axis=0))
+    return int(any_valid[-1]) + 1 if any_valid.size else 0
+
+
+def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
+                   features: list[Feature], config, per_set: xr.Dataset, client, *,
+                   reopen, progress: bool = True, label: str = "") -> xr.Dataset:
+    """Per-frame records of ``features`` for every frame: from the store for the frames
+    already there, from one read of each raw file for the ``pending`` ones (ingesting
+    them on the way).  ``reopen()`` gives the nodes again once the pending files are in
+    the store (their coordinates written)."""
+    args = arguments(features, config, per_set)
+    # 1. the frames already in the store (the estimate files): one read of the store
+    stored, attrs = {}, {}
+    for name, ds in nodes.items():
+        n = _done_slots(ds)
+        if n:
+            part = ds.isel(frame=slice(0, n))
+            records = frame_records(part, node_args(part, args), [f.name for f in features])
+            stored[name], attrs[name] = records.data, records.attrs
+    stored = dict(zip(stored, client.compute(list(stored.values()), sync=True), strict=True)) \
+        if stored else {}
+    # 2. every other file: read once, ingested and analysed in one task
+    state_chunks = {n: int(ds.attrs.get("frames_per_chunk", 1)) for n, ds in nodes.items()}
+    record = np.dtype([(o.name, o.dtype) for f in features for o in f.outputs])
+    by_channel = {}
+    for channel in ("pmt", "alpha"):
+        feats = [f for f in features if f.channel == channel]
+        by_channel[channel] = (tuple(KernelRef.wrap(f.kernel) for f in feats),
+                               tuple(f.output_names for f in feats),
+                               tuple(o.fill_value for f in feats for o in f.outputs), feats)
+    futures = {}
+    for task in pending:
+        kernels, outputs, fill, feats = by_channel[CHANNEL_OF_ROLE[task.role]]
+        chunk = state_chunks[task.node]
+        key = f"read-once-{task.set_name}-{task.path.name}"
+        if not feats:  # a channel no feature reads (alpha twins of a PMT-only analysis)
+            fut = client.submit(os_errors_returned, copy_file, task, str(store), chunk,
+                                pure=False, key=key)
+        else:
+            values = [[_scalar(args[f.name][a], task.set_name) for a in f.arg_names]
+                      for f in feats]
+            fut = client.submit(os_errors_returned, file_features, task, str(store), chunk,
+                                kernels, outputs, fill, values, record, pure=False, key=key)
+        futures[fut] = task
+    manifest = Manifest.load(manifest_path(store))
+    summary = IngestSummary(store=store)
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    results: dict[tuple, np.ndarray] = {}
+    bar = tqdm(total=len(futures), unit="file", desc=label or "read once",
+               disable=not progress, file=sys.stderr, leave=False)
+    for fut in as_completed(futures, loop=client.loop):
+        task = futures[fut]
+        try:
+            facts = task_result(fut)
+        except WfmError as err:
+            facts = err
+        records = None
+        if isinstance(facts, tuple):
+            facts, records = facts
+        if complete_file(store, task, facts, manifest, summary, _say) and records is not None:
+            results[(task.node, task.set_index, task.slot0, task.role)] = records
+        bar.update(1)
+    bar.close()
+    # 3. one labeled dataset: store records first, file records in their slots
+    fresh = reopen()
+    parts = []
+    for name, ds in fresh.items():
+        data = np.empty(ds.valid.shape, dtype=record)
+        for f in features:
+            for o in f.outputs:
+                data[o.name] = o.fill_value
+        if name in stored:
+            n = stored[name].shape[1]
+            data[:, :n] = stored[name]
+        for (node, i, slot0, role), records in results.items():
+            if node != name:
+                continue
+            feats = by_channel[CHANNEL_OF_ROLE[role]][3]
+            for f in feats:
+                for o in f.output_names:
+                    data[o][i, slot0:slot0 + records.shape[0]] = records[o]
+        valid = np.asarray(ds.valid.values)
+        for f in features:  # frames that are not valid (padding, bad files): the fill
+            mask = ~valid
+            if f.channel == "alpha" and "alpha_valid" in ds.coords:
+                mask = mask | ~np.asarray(ds.alpha_valid.values)
+            for o in f.outputs:
+                data[o.name][mask] = o.fill_value
+        coords = {k: v.variable for k, v in ds.coords.items()
+                  if set(v.dims) <= {"set", "frame"}}
+        parts.append(_labeled(ds, FrameRecords(data, ("set", "frame"), coords, features,
+                                               attrs.get(name, {}))))
+    return _combine(parts)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
