@@ -46,7 +46,7 @@ from ratag_xr.simulate import SimConfig, simulate_run
 
 REAL_FORMAT = dict(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.0,
                    dtype="int16")
-ANALYSIS = ("prepare", "integrate", "classify", "calibrate", "export", "plots")
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
 GOAL_EFFICIENCY = 0.8
 MB = 1e6
 

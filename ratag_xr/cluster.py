@@ -208,13 +208,17 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _local_client(workers, threads, memory):
+def _local_client(workers, threads, memory, processes: bool = True):
     from distributed import Client, LocalCluster
 
     n_cores = os.cpu_count() or 1
-    workers = workers or n_cores
-    threads = threads or max(1, n_cores // workers)
-    kwargs = {"n_workers": workers, "threads_per_worker": threads, "processes": True,
+    if processes:
+        workers = workers or n_cores
+        threads = threads or max(1, n_cores // workers)
+    else:  # one in-process worker whose threads share the already imported kernels
+        workers = workers or 1
+        threads = threads or max(1, n_cores // workers)
+    kwargs = {"n_workers": workers, "threads_per_worker": threads, "processes": processes,
               "dashboard_address": ":0"}
     if memory:
         kwargs["memory_limit"] = memory if memory == "auto" else _bytes(memory)
@@ -312,10 +316,12 @@ def describe(client) -> str:
 
 def make_client(spec=None, *, workers: int | None = None, threads: int | None = None,
                 memory: str | None = None, jobs: int | None = None,
-                timeout: float | None = None, quiet: bool = False):
+                timeout: float | None = None, quiet: bool = False, processes: bool = True):
     """A ``distributed.Client`` for ``spec`` (see the module doc); the caller closes it
     (:func:`close_client` closes its cluster too).  Prints the dashboard address to
-    stderr unless ``quiet``.  ``jobs`` only applies to slurm and pbs."""
+    stderr unless ``quiet``.  ``jobs`` only applies to slurm and pbs; ``processes``
+    only to local clusters (False: threads of this process, which start in a fraction of
+    a second and need no imports of their own: the better choice for small runs)."""
     from distributed import Client
 
     if isinstance(spec, Client):
@@ -332,7 +338,7 @@ def make_client(spec=None, *, workers: int | None = None, threads: int | None = 
         except ValueError:
             raise ConfigError(f"${TIMEOUT_ENV}={text!r}: expected seconds") from None
     if parsed.kind == "local":
-        client = _local_client(workers, threads, memory)
+        client = _local_client(workers, threads, memory, processes)
     elif parsed.kind == "address":
         client = _address_client(parsed.address, workers, timeout)
     else:

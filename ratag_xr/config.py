@@ -123,6 +123,10 @@ CLUSTER_PARAMS = declare(
           lineage=False),
     Param("cluster.jobs", None, int | None, "", "batch jobs for slurm/pbs",
           checks=(at_least(1),), lineage=False),
+    Param("cluster.processes", "auto", str, "", "local cluster: worker processes (true), "
+          "threads of the command's own process (false), or auto: threads for runs of "
+          "less than 2 GB of raw data (they start in a fraction of a second), processes "
+          "above", checks=(one_of("auto", "true", "false"),), lineage=False),
     owner="config",
 )
 

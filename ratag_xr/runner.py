@@ -309,9 +309,25 @@ def read_once_frames(config, order) -> int | None:
     return estimate_frames(config) if "frames" in order else None
 
 
+#: ``cluster.processes: auto`` uses worker processes from this much raw data on
+PROCESSES_FROM_BYTES = 2e9
+
+
+def _raw_bytes(run_dir: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in Path(run_dir).glob("*/*") if
+                   p.suffix.lower() == ".wfm")
+    except OSError:
+        return 0
+
+
 def _cluster_kwargs(run: Run) -> dict:
     c = run.config.cluster
-    return {"workers": c.workers, "threads": c.threads, "memory": c.memory, "jobs": c.jobs}
+    processes = {"true": True, "false": False}.get(c.processes)
+    if processes is None:
+        processes = _raw_bytes(run.run_dir) >= PROCESSES_FROM_BYTES
+    return {"workers": c.workers, "threads": c.threads, "memory": c.memory, "jobs": c.jobs,
+            "processes": processes}
 
 
 def _reuse_problem(run: Run, stage: Stage, stored: dict | None, lin: dict) -> str | None:

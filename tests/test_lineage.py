@@ -47,8 +47,10 @@ DIRECT = {  # stage -> the config keys it reads itself
                 "prepare.s1_min_height",
                 "prepare.s1_min_distance", "prepare.s1_sigma_threshold",
                 "prepare.s1_hist_bins", "prepare.estimate_s2_windows", "prepare.s2_method",
-                "prepare.s2_duration_cuts", "prepare.s2_min_values"} | _PASS1,  # S2 crossings
+                "prepare.s2_duration_cuts", "prepare.s2_min_values", "prepare.s1_frames",
+                "prepare.s2_window_frames"} | _PASS1,  # S2 crossings
     "frames": {"run.run_id", "ingest.nfiles", "integrate.use_estimated_s2_windows",
+               "prepare.s1_frames", "prepare.s2_window_frames",
                "integrate.ts2_tol", "integrate.width_s2"} | _PASS1 | _PASS2,
     "integrate": {"run.run_id", "integrate.bin_cuts", "integrate.nbins",
                   "integrate.exclude_index", "integrate.auto_range",
@@ -65,7 +67,7 @@ DIRECT = {  # stage -> the config keys it reads itself
 #: Dask runs): flipping them recomputes nothing.
 NO_RESULT = {"run.run_dir", "ingest.chunk_mb", "ingest.compressor", "ingest.clevel",
              "ingest.shuffle", "cluster.spec", "cluster.workers", "cluster.threads",
-             "cluster.memory", "cluster.jobs"}
+             "cluster.memory", "cluster.jobs", "cluster.processes"}
 #: Keys that decide what the store holds: a new value needs a rebuilt store (an error).
 STORE_KEYS = {"run.polarity", "run.channel", "run.channels"}
 SET_NAMES = ("FieldScan_Gate150_Anode1650", "FieldScan_Gate300_Anode1800",
@@ -80,7 +82,7 @@ FLIPS = {
     "prepare.s2_clip": 0.05, "prepare.s1_batches": 3, "prepare.s1_min_height": 0.002,
     "prepare.s1_min_distance": 100, "prepare.s1_sigma_threshold": 2.0,
     "prepare.s1_hist_bins": 30, "prepare.s2_method": "mad", "prepare.s2_duration_cuts": [9.0, 20.0],
-    "prepare.s2_min_values": 12,
+    "prepare.s2_min_values": 12, "prepare.s1_frames": 60, "prepare.s2_window_frames": 70,
     "xray.ts2_tol": -2.5, "xray.bs_threshold": 0.9, "xray.max_area_s2": 2000.0,
     "xray.min_s2_sep": 0.8, "xray.min_s1_sep": 1.2,
     "integrate.bs_threshold": 0.7, "integrate.ts2_tol": -2.5, "integrate.width_s2": 1.3,
@@ -92,6 +94,7 @@ FLIPS = {
     "ingest.chunk_mb": 8.0, "ingest.compressor": "zstd", "ingest.clevel": 3,
     "ingest.shuffle": "shuffle", "cluster.spec": "local", "cluster.workers": 1,
     "cluster.threads": 1, "cluster.memory": "1GiB", "cluster.jobs": 1,
+    "cluster.processes": "false",
     # last: each of these makes later flips of the window statistics or of the data moot
     "integrate.use_estimated_s2_windows": False, "prepare.estimate_s2_windows": False,
     "ingest.nfiles": 1,

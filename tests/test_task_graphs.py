@@ -97,5 +97,5 @@ def test_figure_tasks_read_in_place(analysed, client):
                        ANALYSIS, client)
     keys = _keys(r["key"] for r in stream.data)
     assert len(paths) >= 2 * len(RUN.sets) + 5
-    assert keys and all(k.startswith("_draw") for k in keys), sorted(set(keys))
+    assert keys and all(k.startswith("figure-") for k in keys), sorted(set(keys))
     assert len(keys) == len(paths)  # one task per figure, each writing one file

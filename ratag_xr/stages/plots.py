@@ -10,6 +10,7 @@ waveform validation figure reads its ten frames from the store in its task.
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ def render(job: FigureJob, results: Results, available, client=None) -> list[Pat
     if client is None:
         return [p for name, s in todo for p in _draw(job, name, s, small)]
     shared = client.scatter(small, broadcast=True)
-    futures = [client.submit(os_errors_returned, _draw, job, name, s, shared, pure=False)
+    futures = [client.submit(os_errors_returned, _draw, job, name, s, shared, pure=False,
+                             key=f"figure-{name}-{s or job.run_id}-{uuid.uuid4().hex[:6]}")
                for name, s in todo]
     return [p for future in futures for p in task_result(future)]
 

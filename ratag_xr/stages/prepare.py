@@ -55,7 +55,8 @@ PARAMS = (
           "first N frames in frame order (null: all frames)", checks=(at_least(1),)),
     Param("prepare.s2_window_frames", None, int | None, "frames", "reduce the S2 window "
           "statistics from each set's first N frames (null: all frames); with s1_frames "
-          "set too, every later raw byte is read once (see the README)",
+          "set too, every later raw byte is read once (README: estimates from the first "
+          "frames)",
           checks=(at_least(1),)),
 )
 
