@@ -118,6 +118,17 @@ _SIM_OPTIONS = {  # CLI option -> SimConfig field
 }
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def _parse_sets(text: str) -> tuple[tuple[int, int], ...]:
     try:
         return tuple((int(g), int(a)) for g, a in (item.split(":") for item in text.split(",")))
@@ -135,7 +146,8 @@ def cmd_simulate(args) -> int:
         overrides["sets"] = _parse_sets(args.sets)
     if args.alpha:
         overrides["alpha"] = True
-    run_dir = simulate_run(args.out_dir, progress=not args.quiet, **overrides)
+    run_dir = simulate_run(args.out_dir, progress=not args.quiet,
+                           seconds_per_file=args.live, **overrides)
     print(f"simulated run written to {run_dir} (ground truth: {run_dir / 'truth.json'})")
     return 0
 
@@ -230,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="K (default 293)")
     p.add_argument("--xray-fraction", type=float, help="frames with an X-ray (default 0.2)")
     _alpha_args(p)
+    p.add_argument("--live", type=_seconds, metavar="SECONDS_PER_FILE",
+                   help="write the run as the oscilloscope does, for following it with "
+                        "`watch`: file after file at the final names, each the header first "
+                        "and then its frames in several appends (both channels with "
+                        "--alpha), taking about SECONDS_PER_FILE each; the same bytes as "
+                        "without --live; truth.json and truth_frames.npz are written at the "
+                        "end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
