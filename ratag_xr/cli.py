@@ -86,6 +86,9 @@ def _pipeline(args, stages) -> int:
     run = run_pipeline(run_dir, out=args.out, config=config, client=client,
                        nfiles=args.nfiles, stages=stages, force=args.force,
                        rebuild=args.rebuild, wait=not args.no_wait, progress=not args.quiet)
+    report = run.out / "report.html"
+    if "report" in stages and report.is_file():
+        print(f"report: {report}")
     if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
         return 0
     results = load_results(run.out)
@@ -196,6 +199,7 @@ STAGE_HELP = {
     "calibrate": "X-ray calibration, recombination, diffusion",
     "export": "the JSON/NPY/parquet files of every set and of the run",
     "plots": "every diagnostic figure",
+    "report": "report.html: the run on one page (tables, figures, files, lineage)",
 }
 
 
