@@ -86,6 +86,9 @@ def _pipeline(args, stages) -> int:
     run = run_pipeline(run_dir, out=args.out, config=config, client=client,
                        nfiles=args.nfiles, stages=stages, force=args.force,
                        rebuild=args.rebuild, wait=not args.no_wait, progress=not args.quiet)
+    report = run.out / "report.html"
+    if "report" in stages and report.is_file():
+        print(f"report: {report}")
     if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
         return 0
     results = load_results(run.out)
@@ -118,6 +121,17 @@ _SIM_OPTIONS = {  # CLI option -> SimConfig field
 }
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
 def _parse_sets(text: str) -> tuple[tuple[int, int], ...]:
     try:
         return tuple((int(g), int(a)) for g, a in (item.split(":") for item in text.split(",")))
@@ -135,7 +149,8 @@ def cmd_simulate(args) -> int:
         overrides["sets"] = _parse_sets(args.sets)
     if args.alpha:
         overrides["alpha"] = True
-    run_dir = simulate_run(args.out_dir, progress=not args.quiet, **overrides)
+    run_dir = simulate_run(args.out_dir, progress=not args.quiet,
+                           seconds_per_file=args.live, **overrides)
     print(f"simulated run written to {run_dir} (ground truth: {run_dir / 'truth.json'})")
     return 0
 
@@ -184,6 +199,7 @@ STAGE_HELP = {
     "calibrate": "X-ray calibration, recombination, diffusion",
     "export": "the JSON/NPY/parquet files of every set and of the run",
     "plots": "every diagnostic figure",
+    "report": "report.html: the run on one page (tables, figures, files, lineage)",
 }
 
 
@@ -230,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="K (default 293)")
     p.add_argument("--xray-fraction", type=float, help="frames with an X-ray (default 0.2)")
     _alpha_args(p)
+    p.add_argument("--live", type=_seconds, metavar="SECONDS_PER_FILE",
+                   help="write the run as the oscilloscope does, for following it with "
+                        "`watch`: file after file at the final names, each the header first "
+                        "and then its frames in several appends (both channels with "
+                        "--alpha), taking about SECONDS_PER_FILE each; the same bytes as "
+                        "without --live; truth.json and truth_frames.npz are written at the "
+                        "end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 

@@ -91,9 +91,10 @@ def run_demo(out: Path, client_factory=None, config: SimConfig = DEMO_CONFIG, *,
     print("\ntruth vs recovered")
     print(truth_table(truth, results))
     outputs = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")
-                     if p.suffix in (".json", ".npy", ".png") and "zarr" not in str(p))
+                     if p.suffix in (".json", ".npy", ".png", ".html") and "zarr" not in str(p))
     print(f"\n{len(outputs)} output files under {run_dir} (results store: "
           f"{run_dir / 'results.zarr'}, waveforms: {run_dir / 'waveforms.zarr'})")
+    print(f"run report: {run_dir / 'report.html'} (open it in a browser)")
     print(f"simulation {t1 - t0:.1f} s, analysis {t2 - t1:.1f} s")
     problems = run_failed(results)
     for problem in problems:

@@ -76,3 +76,12 @@ class BusyError(OutputError):
 class AnalysisError(RatagError):
     """An analysis step cannot be done for a set (the reason is recorded, the run goes on)."""
 
+
+
+class ReportError(OutputError):
+    """The run report cannot be written as asked (``path`` names the report)."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

@@ -30,12 +30,13 @@ from ratag_xr.simulate import SimConfig, simulate_run
 SIM = SimConfig(sets=((150, 1650), (300, 1800), (450, 1950)), files_per_set=2,
                 frames_per_file=40, sampling_rate_gs=1.0, record_start_us=-4.0,
                 record_end_us=26.0, xray_fraction=0.9, seed=8)
-ALL = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
+ALL = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots", "report")
 READS = {  # stage -> the stages whose results it reads (ALGORITHMS.md: §1-§10)
     "prepare": (), "frames": ("prepare",), "integrate": ("frames",), "classify": ("frames",),
     "calibrate": ("prepare", "frames", "integrate"),
     "export": ("prepare", "frames", "integrate", "classify", "calibrate"),
     "plots": ("prepare", "frames", "integrate", "classify", "calibrate"),
+    "report": ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots"),
 }
 _PASS1 = {"prepare.n_pedestal", "prepare.ma_window", "prepare.threshold_s2",
           "prepare.s2_clip", "xray.ts2_tol", "xray.bs_threshold", "xray.max_area_s2",
@@ -62,6 +63,7 @@ DIRECT = {  # stage -> the config keys it reads itself
     "export": {"run.run_id", "integrate.width_s2"} | _PASS1 | _PASS2,  # the JSON params
     "plots": {"run.run_id", "ingest.nfiles", "prepare.n_pedestal", "integrate.exclude_index",
               "calibrate.xray_exclude_index"},
+    "report": {"run.run_id"},
 }
 #: Keys that cannot change a result (where the raw files are, how they are stored, where
 #: Dask runs): flipping them recomputes nothing.
@@ -170,7 +172,7 @@ def test_flipping_each_key_recomputes_exactly_the_stages_that_read_it(raw_run, t
                             client=client)
         run.progress = False
         lines = []
-        outcome = run_stages(run, ["export", "plots"], say=lines.append)
+        outcome = run_stages(run, ["export", "plots", "report"], say=lines.append)
         return outcome, lines
 
     outcome, _ = run_with(values)
@@ -187,7 +189,8 @@ def test_flipping_each_key_recomputes_exactly_the_stages_that_read_it(raw_run, t
         after = _stored(out)
         for stage in computed:
             assert after[stage]["lineage"] != before[stage]["lineage"], (key, stage)
-        direct = {s for s in computed if key in DIRECT[s] and s not in ("export", "plots")}
+        direct = {s for s in computed
+                  if key in DIRECT[s] and s not in ("export", "plots", "report")}
         if key in DIRECT["frames"] - DIRECT["prepare"]:
             direct.add("frames")
         if direct and key not in SAME_RESULT:

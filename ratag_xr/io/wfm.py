@@ -442,3 +442,66 @@ def _frame_stamps(path, h, tables: bytes, n_frames, byte_order, first_curve) -> 
         "gmt_frac": column(h["frac_sec"], "frac_sec"),
         "tt_offsets": column(h["tt_offset"], "tt_offset"),
     }
+
+
+# ---------------------------------------------------------------- files being written
+
+#: bytes of the header that say how long the file is: byte-order mark, version, digit
+#: count and the bytes-to-EOF field (counted from the byte after it)
+_SIZE_FIELDS_END = layout.field_offset(3, "bytes_per_point")
+
+
+def expected_size(path) -> int | None:
+    """Bytes a complete ``path`` has at least, from the first 15 bytes of its header alone
+    (15 + the bytes-to-EOF field); None while the file is shorter than those 15 bytes.
+
+    An oscilloscope writes the header first, with the final sizes, and then the curve
+    (:class:`~ratag_xr.io.wfm_writer.WfmWriter` with ``progressive=True`` does the same):
+    a file shorter than this is still being written, or was cut short.
+
+    Raises :class:`~ratag_xr.errors.WfmFormatError` (bad byte-order mark) or
+    :class:`~ratag_xr.errors.WfmUnsupportedError` (unknown version): such a file will not
+    become a WFM file by growing.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SIZE_FIELDS_END)
+    except OSError as exc:
+        raise WfmError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if len(head) >= 2 and head[:2] not in layout.BYTE_ORDER_MARKS:
+        raise WfmFormatError(path, f"byte-order mark: expected 0f0f or f0f0, found "
+                                   f"{head[:2].hex()}")
+    if len(head) >= 10 and head[2:10] not in layout.VERSIONS:
+        raise WfmUnsupportedError(path, "version: expected ':WFM#001', ':WFM#002' or "
+                                        f"':WFM#003', found {head[2:10]!r}")
+    if len(head) < _SIZE_FIELDS_END:
+        return None
+    byte_order = layout.BYTE_ORDER_MARKS[head[:2]]
+    offset = layout.field_offset(3, "bytes_to_eof")  # the same in versions 1-3
+    (bytes_to_eof,) = struct.unpack_from(byte_order + "I", head, offset)
+    return offset + 4 + bytes_to_eof
+
+
+def is_complete(path, previous_size: int | None = None) -> bool:
+    """Whether ``path`` is a completely written WFM file: it holds at least the bytes its
+    header declares (:func:`expected_size`) and, when ``previous_size`` is given (the size
+    the caller saw at its previous look), it has not changed since.
+
+    Reads only the first 15 bytes.  Oscilloscopes count the bytes to the end of the file;
+    Tektronix software counts them to the end of the checksum and may append a metadata
+    trailer after it, so "at least as declared and no longer growing" is the test: a
+    follower of a run (``ratag-xr watch``) passes the size it saw one poll earlier.  A
+    file that is complete but corrupt is complete here (the reader then says what is
+    wrong with it).  A missing file is not complete; an unreadable one, or one that is
+    not a WFM file, raises a :class:`~ratag_xr.errors.WfmError` naming it.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    if previous_size is not None and size != previous_size:
+        return False
+    declared = expected_size(path)
+    return declared is not None and size >= declared and path.stat().st_size == size

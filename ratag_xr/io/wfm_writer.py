@@ -7,7 +7,11 @@ files end with.  The whole header is known up front (time stamps are arguments),
 written first and the curve buffer is then appended block by block: memory use is one block.
 
 A file is written under a temporary name in the target folder and renamed on a successful
-:meth:`WfmWriter.close`; a half-written file never has the final name.
+:meth:`WfmWriter.close`; a half-written file never has the final name.  With
+``progressive=True`` it is written the way the oscilloscope writes it instead: at its final
+name, the header first (with the final sizes), then each block of frames as it comes and
+the checksum last, so that a reader sees a growing file that is shorter than its header
+declares until the last byte (:func:`ratag_xr.io.wfm.is_complete`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class WfmWriter:
     pre_charge, post_charge : interpolation points stored before/after each frame's data
         (filled with the frame's first/last sample); 0 by default
     byte_order : ``"<"`` little-endian (default, as Intel-based scopes write) or ``">"``
+    progressive : write at ``path`` itself, as a scope does (header first, frames appended,
+        :meth:`flush` to push them to the file system); a file left unfinished (fewer
+        frames than declared, an error, :meth:`abort`) stays as it is, shorter than its
+        header says, like the file of an acquisition that stopped.  Default: a temporary
+        name, renamed on :meth:`close`.
     """
 
     def __init__(
@@ -73,8 +82,10 @@ class WfmWriter:
         pre_charge=0,
         post_charge=0,
         byte_order="<",
+        progressive=False,
     ):
         self.path = Path(path)
+        self.progressive = bool(progressive)
         self.dtype = np.dtype(dtype)
         if self.dtype not in _FORMAT_CODES:
             raise ValueError(f"dtype must be int8, int16 or float32, got {self.dtype}")
@@ -112,7 +123,11 @@ class WfmWriter:
         # a unique hidden name in the target folder (so the final rename is atomic), created
         # exclusively with the usual permissions
         token = f"{os.getpid()}.{secrets.token_hex(4)}"
-        self._tmp = self.path.with_name(f".{self.path.name}.{token}.partial")
+        if self.progressive:  # a new file at the final name, as the scope makes it
+            self.path.unlink(missing_ok=True)
+            self._tmp = self.path
+        else:
+            self._tmp = self.path.with_name(f".{self.path.name}.{token}.partial")
         self._file = open(self._tmp, "xb", buffering=0)  # closed in close()/abort()
         self._frames_written = 0
         self._checksum = 0
@@ -260,39 +275,53 @@ class WfmWriter:
         self._write_bytes(out)
         self._frames_written += k
 
+    @property
+    def frames_written(self) -> int:
+        return self._frames_written
+
+    def flush(self) -> None:
+        """Push what was written to the file system (fsync): readers on other machines of a
+        shared file system then see the file grow piece by piece.  (Writes are unbuffered,
+        so a reader on this machine sees every block as soon as it is written.)"""
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+
     def close(self) -> Path:
         """Finish the file (checksum) and give it its final name; returns the path.
 
-        Raises :class:`~ratag_xr.errors.WfmError` (and removes the partial file) when fewer
-        frames than declared were written.
+        Raises :class:`~ratag_xr.errors.WfmError` when fewer frames than declared were
+        written (and removes the partial file, unless ``progressive``).
         """
         if self._file is None:
             return self.path
         if self._frames_written != self.n_frames:
             missing = self._frames_written
             self.abort()
-            raise WfmError(
-                self.path,
-                f"expected {self.n_frames} frames, found {missing} written; "
-                "partial file removed",
-            )
+            left = "partial file left as written" if self.progressive else "partial file removed"
+            raise WfmError(self.path, f"expected {self.n_frames} frames, found {missing} "
+                                      f"written; {left}")
         try:
             checksum = np.array([self._checksum % 2**64], dtype=self.byte_order + "u8")
             self._file.write(checksum.tobytes())
+            if self.progressive:
+                os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
-            os.replace(self._tmp, self.path)
+            if not self.progressive:
+                os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file without creating ``path``."""
+        """Close and delete the partial file without creating ``path`` (``progressive``:
+        close it and leave it as written)."""
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._tmp.unlink(missing_ok=True)
+        if not self.progressive:
+            self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> WfmWriter:
         return self

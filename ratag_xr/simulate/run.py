@@ -16,17 +16,26 @@ Each file has its own random streams, seeded by (seed, set index, file index): a
 do not depend on which other files are written, nor on the block size.  Frames are rendered
 and written in blocks, so memory holds one block of one file at a time (plus a few numbers per
 frame for the truth).
+
+Live mode (``simulate_run(..., seconds_per_file=T)``, ``ratag-xr simulate --live T``) writes
+the same bytes the way the oscilloscope does, for following a run while it is acquired:
+file after file, each at its final name, the header first and then its frames in several
+appends paced so that the file takes about T seconds (the alpha twin alongside, piece for
+piece); a reader sees growing files that are shorter than their headers declare until
+complete.  The truth files are written when the whole run is.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ratag_xr.errors import RunLayoutError
+from ratag_xr.errors import ConfigError, RunLayoutError
 from ratag_xr.io.wfm_writer import WfmWriter
 from ratag_xr.simulate.alpha import (
     AlphaEvents,
@@ -44,6 +53,8 @@ from ratag_xr.simulate.truth import run_truth, set_truth, write_truth
 
 #: frames rendered per block: ~24 MB of float32 scratch at 190 000 samples per frame
 BLOCK_FRAMES = 32
+#: live mode: appends of frames per file at least (after the header), where it has frames
+LIVE_PIECES = 4
 
 
 def file_name(config: SimConfig, model: SetModel, file_index: int,
@@ -123,35 +134,76 @@ class FileSimulation:
             stop = min(start + block_frames, self.events.n_frames)
             yield render_alpha_block(self._alpha_rng, self.config, self.alpha, start, stop)
 
-    def write_alpha(self, path: Path) -> Path:
-        """Write the alpha twin at ``path``: same triggers and time stamps as the PMT file."""
+    def _alpha_writer(self, path: Path, progressive: bool = False) -> WfmWriter:
         c, ev = self.config, self.events
-        with WfmWriter(
+        return WfmWriter(
             path, ev.n_frames, alpha_n_samples(c), c.dtype,
             y_scale=alpha_y_scale_v(c), y_offset=c.alpha_y_offset_v,
             x_spacing=c.x_spacing_us * 1e-6, x_start=c.alpha_record_start_us * 1e-6,
             gmt_sec=ev.gmt_sec, gmt_frac=ev.gmt_frac, tt_offsets=ev.tt_offsets,
-            byte_order=c.byte_order,
-        ) as writer:
+            byte_order=c.byte_order, progressive=progressive,
+        )
+
+    def _writer(self, path: Path, progressive: bool = False) -> WfmWriter:
+        c, ev = self.config, self.events
+        return WfmWriter(
+            path, ev.n_frames, c.n_samples, c.dtype,
+            y_scale=c.y_scale_mv * 1e-3, y_offset=c.y_offset_mv * 1e-3,
+            x_spacing=c.x_spacing_us * 1e-6, x_start=c.record_start_us * 1e-6,
+            gmt_sec=ev.gmt_sec, gmt_frac=ev.gmt_frac, tt_offsets=ev.tt_offsets,
+            byte_order=c.byte_order, progressive=progressive,
+        )
+
+    def write_alpha(self, path: Path) -> Path:
+        """Write the alpha twin at ``path``: same triggers and time stamps as the PMT file."""
+        with self._alpha_writer(path) as writer:
             for block in self.alpha_blocks():
                 writer.write_frames(block)
         return path
 
     def write(self, path: Path, progress: Callable[[int], None] | None = None) -> Path:
         """Write the file at ``path``; ``progress(k)`` after each block of k frames."""
-        c, ev = self.config, self.events
-        with WfmWriter(
-            path, ev.n_frames, c.n_samples, c.dtype,
-            y_scale=c.y_scale_mv * 1e-3, y_offset=c.y_offset_mv * 1e-3,
-            x_spacing=c.x_spacing_us * 1e-6, x_start=c.record_start_us * 1e-6,
-            gmt_sec=ev.gmt_sec, gmt_frac=ev.gmt_frac, tt_offsets=ev.tt_offsets,
-            byte_order=c.byte_order,
-        ) as writer:
+        with self._writer(path) as writer:
             for block in self.blocks():
                 writer.write_frames(block)
                 if progress is not None:
                     progress(block.shape[0])
         return path
+
+    def write_live(self, folder: Path, seconds: float,
+                   progress: Callable[[int], None] | None = None) -> list[Path]:
+        """Write the file (and its alpha twin) into ``folder`` as the scope does: at the
+        final names, the headers first, then the frames in at least :data:`LIVE_PIECES`
+        appends (blocks of at most :data:`BLOCK_FRAMES` frames), each flushed, paced so
+        that the file is complete about ``seconds`` after it was started; the bytes are
+        those of :meth:`write`.  Returns the paths (PMT first)."""
+        n = self.events.n_frames
+        piece = max(1, min(BLOCK_FRAMES, math.ceil(n / LIVE_PIECES)))
+        n_pieces = math.ceil(n / piece)
+        start = time.monotonic()
+        writers = [self._writer(folder / self.name, progressive=True)]
+        streams = [self.blocks(piece)]
+        if self.alpha is not None:
+            writers.append(self._alpha_writer(folder / self.alpha_name, progressive=True))
+            streams.append(self.alpha_blocks(piece))
+        try:
+            for w in writers:
+                w.flush()  # the headers alone, for a while
+            for i, blocks in enumerate(zip(*streams, strict=True)):
+                # rendered first, written when due: the file grows on the scope's schedule
+                time.sleep(max(0.0, start + seconds * (i + 1) / n_pieces - time.monotonic()))
+                for w, block in zip(writers, blocks, strict=True):
+                    w.write_frames(block)
+                    if i + 1 < n_pieces:
+                        w.flush()
+                if progress is not None:
+                    progress(blocks[0].shape[0])
+            for w in writers:
+                w.close()
+        finally:
+            for w in writers:
+                w.abort()  # no-op after close; an interrupted file stays partial
+        return [w.path for w in writers]
 
 
 def _config(config: SimConfig | None, overrides: dict) -> SimConfig:
@@ -203,14 +255,22 @@ def _progress_sink(progress, total: int):
 
 
 def simulate_run(out_dir, config: SimConfig | None = None, *, progress=None,
-                 overwrite: bool = False, **overrides) -> Path:
+                 overwrite: bool = False, seconds_per_file: float | None = None,
+                 **overrides) -> Path:
     """Write a simulated run under ``out_dir``; returns the run directory.
 
     ``config`` (default :class:`SimConfig()`) with keyword ``overrides`` of its fields.
     ``progress``: True for a tqdm bar, or a callable ``f(frames_done, frames_total)``.
     An existing, non-empty run directory is refused unless ``overwrite`` (files of the same
     name are then replaced; other files are left alone).
+    ``seconds_per_file``: live mode (see the module doc): every file written in place and
+    in pieces, taking about this long (s, >= 0); the same bytes as without it.  The truth
+    files come last.
     """
+    if seconds_per_file is not None and not (math.isfinite(seconds_per_file)
+                                             and seconds_per_file >= 0):
+        raise ConfigError(f"seconds_per_file must be a number of seconds >= 0, got "
+                          f"{seconds_per_file!r}")
     cfg = _config(config, overrides)
     run_dir = Path(out_dir) / cfg.run_name
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
@@ -227,11 +287,15 @@ def simulate_run(out_dir, config: SimConfig | None = None, *, progress=None,
             events, names, alphas, alpha_names = [], [], [], []
             for f in range(cfg.files_per_set):
                 sim = FileSimulation(cfg, s, f, model)
-                sim.write(folder / sim.name, step)
+                if seconds_per_file is not None:
+                    sim.write_live(folder, seconds_per_file, step)
+                else:
+                    sim.write(folder / sim.name, step)
+                    if sim.alpha is not None:
+                        sim.write_alpha(folder / sim.alpha_name)
                 events.append(sim.events)
                 names.append(sim.name)
                 if sim.alpha is not None:
-                    sim.write_alpha(folder / sim.alpha_name)
                     alphas.append(sim.alpha)
                     alpha_names.append(sim.alpha_name)
                 frames.append(_frame_table(sim.events, s, f, sim.alpha))

@@ -174,7 +174,8 @@ class ConfigView:
 
 
 STAGES: dict[str, Stage] = {}
-ORDER = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
+ORDER = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots",
+         "report")
 
 
 def register(stage: Stage) -> Stage:
