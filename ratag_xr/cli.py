@@ -155,6 +155,26 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from ratag_xr.watch import watch
+
+    run_dir, config = _run_and_config(args.run)
+    client = None
+    if any(v is not None for v in (args.cluster, args.workers, args.threads, args.memory,
+                                   args.jobs)):
+        client = _client(args, config)
+    try:
+        result = watch(run_dir, out=args.out, config=config, client=client,
+                       expect_files=args.expect_files, idle_timeout=args.idle_timeout,
+                       poll=args.poll, refresh=args.refresh, progress=args.verbose)
+    finally:
+        if client is not None:
+            from ratag_xr.cluster import close_client
+
+            close_client(client)
+    return 1 if result["incomplete"] else 0
+
+
 def cmd_demo(args) -> int:
     from ratag_xr.demo import run_demo
 
@@ -230,6 +250,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=f"{text} (runs or reuses the stages it reads)")
         _run_args(p)
         p.set_defaults(func=_stage_command(stage))
+
+    p = sub.add_parser("watch", help="follow an acquisition: analyse each file as it "
+                                     "completes, keep results, figures and report current")
+    p.add_argument("run", help="run directory, or a run config YAML")
+    p.add_argument("--out", help="output root (default: the run directory)")
+    p.add_argument("--expect-files", type=_count, metavar="N",
+                   help="files each set will have: finish when every set has them, and "
+                        "print the ETA")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                   help="finish when nothing new arrived for S seconds (default 60)")
+    p.add_argument("--poll", type=float, default=2.0, metavar="S",
+                   help="look at the run folder every S seconds (default 2)")
+    p.add_argument("--refresh", type=float, default=30.0, metavar="S",
+                   help="refresh the exports, figures and report.html at most every S "
+                        "seconds (default 30)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also one line per stage and analysis (default: one line per update)")
+    _cluster_args(p)
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("simulate", help="write a simulated run with its ground truth")
     p.add_argument("out_dir", help="folder to create the run in")

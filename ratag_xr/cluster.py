@@ -427,6 +427,8 @@ class LazyClient:
 
             if isinstance(self._spec, Client):
                 self._client = self._spec
+            elif isinstance(self._spec, LazyClient):  # shared: its owner closes it
+                self._client = self._spec.get()
             elif callable(self._spec):
                 self._client, self._owned = self._spec(), True
             else:

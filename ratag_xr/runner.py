@@ -156,6 +156,13 @@ class StageContext:
     _client: LazyClient
     _inputs: dict = field(default_factory=dict)  # stage -> {part: dataset} given directly
     _lineages: dict = field(default_factory=dict)
+    #: the stored result of this stage differs only by new raw files: it may be added to
+    appendable: bool = False
+
+    def previous(self, part: str):
+        """This stage's own stored ``part`` when :attr:`appendable` (else None)."""
+        return load_stage(self.run.results, self.stage.name, part) if self.appendable \
+            else None
 
     @property
     def client(self):
@@ -264,7 +271,8 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
                 summary = ingest_files(run.run_dir, run.store, config=run.config,
                                        nfiles=run.nfiles, rebuild=rebuild, client=lazy.get,
                                        progress=run.progress,
-                                       copy_frames=read_once_frames(run.config, order))
+                                       copy_frames=read_once_frames(run.config, order),
+                                       accept=run.accept)
                 say(str(summary))
             if not run.store.exists():
                 raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
@@ -284,13 +292,17 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
                 lin = lineage(stage, run, upstream)
                 stored = stored_lineage(run.results, name)
                 why = _reuse_problem(run, stage, stored, lin)
+                appendable = (why is not None and stage.incremental and not run.force
+                              and _only_input_changed(stored, lin))
                 if why is None:
                     say(f"stage {name}: reused (lineage unchanged)")
                     outcome[name] = "reused"
                 else:
                     t0 = time.perf_counter()
-                    _compute(run, stage, lin, lazy, inputs, lineages)
-                    say(f"stage {name}: computed ({why}) in {time.perf_counter() - t0:.1f} s")
+                    _compute(run, stage, lin, lazy, inputs, lineages, appendable)
+                    how = "; new files added to the stored result" if appendable else ""
+                    say(f"stage {name}: computed ({why}{how}) in "
+                        f"{time.perf_counter() - t0:.1f} s")
                     outcome[name] = "computed"
                 hashes[name] = lin["hash"]
                 lineages[name] = lin
@@ -343,12 +355,23 @@ def _reuse_problem(run: Run, stage: Stage, stored: dict | None, lin: dict) -> st
     return _files_problem(run.out, stored_files(run.results, stage.name))
 
 
+def _only_input_changed(stored: dict | None, lin: dict) -> bool:
+    """True when a stored lineage differs from ``lin`` in its raw-file input alone (new
+    raw files arrived; nothing else changed): an incremental stage may then add to its
+    stored result instead of starting over."""
+    if stored is None:
+        return False
+    skip = {"input", "hash"}
+    return {k: v for k, v in stored.items() if k not in skip} == _plain(
+        {k: v for k, v in lin.items() if k not in skip})
+
+
 def _compute(run: Run, stage: Stage, lin: dict, lazy: LazyClient, inputs: dict,
-             lineages: dict) -> None:
+             lineages: dict, appendable: bool = False) -> None:
     ctx = StageContext(run=run, stage=stage,
                        config=ConfigView(run.config, _allowed_keys(stage), stage.name),
                        progress=run.progress, _client=lazy, _inputs=inputs,
-                       _lineages=lineages)
+                       _lineages=lineages, appendable=appendable)
     result = stage.compute(ctx)
     _check_provided(stage, result)
     files = [file_record(run.out, Path(p)) for p in result.files]

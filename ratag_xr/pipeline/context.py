@@ -31,6 +31,7 @@ class Run:
     nfiles: int | None = None  # test mode: first N files of each set
     force: bool = False  # recompute the stages of a call even when their lineage is unchanged
     progress: bool = True  # progress bars (stderr) on the passes over the waveforms
+    accept: object | None = None  # accept(path): the raw files that exist yet (live mode)
 
     @property
     def run_id(self) -> str:

@@ -77,22 +77,31 @@ def _done_slots(ds: xr.Dataset) -> int:
 
 def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
                    features: list[Feature], config, per_set: xr.Dataset, client, *,
-                   reopen, progress: bool = True, label: str = "") -> xr.Dataset:
+                   reopen, progress: bool = True, label: str = "",
+                   previous: xr.Dataset | None = None) -> xr.Dataset:
     """Per-frame records of ``features`` for every frame: from the store for the frames
     already there, from one read of each raw file for the ``pending`` ones (ingesting
     them on the way).  ``reopen()`` gives the nodes again once the pending files are in
-    the store (their coordinates written)."""
+    the store (their coordinates written).  ``previous``: the records of every frame
+    already in the store, computed before (live mode: only the new files are read)."""
     args = arguments(features, config, per_set)
     # 1. the frames already in the store (the estimate files): one read of the store
     stored, attrs = {}, {}
     for name, ds in nodes.items():
         n = _done_slots(ds)
+        if previous is not None:
+            attrs[name] = dict(previous.attrs)
+            if n:
+                part = previous.sel(set=ds.set.values).isel(frame=slice(0, n))
+                stored[name] = part
+            continue
         if n:
             part = ds.isel(frame=slice(0, n))
             records = frame_records(part, node_args(part, args), [f.name for f in features])
             stored[name], attrs[name] = records.data, records.attrs
-    stored = dict(zip(stored, client.compute(list(stored.values()), sync=True), strict=True)) \
-        if stored else {}
+    lazy = {k: v for k, v in stored.items() if not isinstance(v, xr.Dataset)}
+    if lazy:
+        stored.update(zip(lazy, client.compute(list(lazy.values()), sync=True), strict=True))
     # 2. every other file: read once, ingested and analysed in one task
     state_chunks = {n: int(ds.attrs.get("frames_per_chunk", 1)) for n, ds in nodes.items()}
     record = np.dtype([(o.name, o.dtype) for f in features for o in f.outputs])
@@ -145,7 +154,13 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
         for f in features:
             for o in f.outputs:
                 data[o.name] = o.fill_value
-        if name in stored:
+        if isinstance(stored.get(name), xr.Dataset):  # computed before (live mode)
+            part = stored[name]
+            n = part.sizes["frame"]
+            for f in features:
+                for o in f.output_names:
+                    data[o][:, :n] = part[o].values
+        elif name in stored:
             n = stored[name].shape[1]
             data[:, :n] = stored[name]
         for (node, i, slot0, role), records in results.items():

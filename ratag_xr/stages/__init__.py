@@ -53,6 +53,9 @@ class Stage:
     #: for a stage reading waveforms: how many frames from the start of each set it reads
     #: (``input_frames(config)``; None: all), so its lineage covers only their files
     input_frames: Callable | None = None
+    #: the stage can add new raw files' results to its stored ones (``ctx.appendable``,
+    #: ``ctx.previous``) when nothing but the raw files changed (live mode)
+    incremental: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "reads", tuple(self.reads))

@@ -60,8 +60,25 @@ def pending_files(ctx) -> list:
         return []
     plan = ingest(ctx.run.run_dir, ctx.run.store, config=ctx.run.config,
                   nfiles=ctx.run.nfiles, client=ctx.client_factory, progress=False,
-                  copy_frames=first)
+                  copy_frames=first, accept=ctx.run.accept)
     return [t for t in plan.pending if t.set_name in set(ctx.sets)]
+
+
+def _processed(frames: xr.Dataset) -> set[tuple[str, str]]:
+    """(set, file) of every valid frame."""
+    valid = np.asarray(frames.valid.values, dtype=bool)
+    sets = np.broadcast_to(np.asarray(frames.set.values, dtype=object)[:, None], valid.shape)
+    files = np.asarray(frames.file.values, dtype=object)
+    return set(zip(sets[valid].tolist(), files[valid].tolist(), strict=True))
+
+
+def _covers(previous: xr.Dataset, nodes: dict) -> bool:
+    """The stored frames hold every frame now in the store (so only the pending files
+    remain to be added)."""
+    now = set()
+    for ds in nodes.values():
+        now |= _processed(ds[["valid", "file"]])
+    return _processed(previous) == now
 
 
 def compute(ctx) -> StageResult:
@@ -70,11 +87,15 @@ def compute(ctx) -> StageResult:
     features = select("pass1") + select("pass2")
     per_set = prep.merge(windows)
     pending = pending_files(ctx)
+    nodes = ctx.nodes()
+    previous = ctx.previous("frames") if pending else None
+    if previous is not None and not _covers(previous, nodes):
+        previous = None  # files reached the store by other ways: start over
     if pending:
-        frames = read_once_pass(ctx.run.store, ctx.nodes(), pending, features,
-                                ctx.config.full, per_set, ctx.client, reopen=ctx.nodes,
-                                progress=ctx.progress,
-                                label="frames: reading each raw file once")
+        frames = read_once_pass(ctx.run.store, nodes, pending, features, ctx.config.full,
+                                per_set, ctx.client, reopen=ctx.nodes, progress=ctx.progress,
+                                label="frames: reading each raw file once",
+                                previous=previous)
     else:
         frames = compute_pass(ctx.nodes(), [f.name for f in features], ctx.config.full,
                               ctx.client, per_set=per_set,
@@ -92,6 +113,7 @@ STAGE = register(Stage(
     params=PARAMS,
     provides={"sets": WINDOWS, "frames": ("features:pass1", "features:pass2")},
     compute=compute,
+    incremental=True,
     doc="the integration window of each set; one pass over every frame runs every "
         "per-frame feature (S2 window crossings, X-ray outcome, ion S2 area, ...) (§4, §5, §7)",
 ))

@@ -173,8 +173,9 @@ class _Notes:
         return out
 
 
-def _wfm_files(folder: Path) -> list[Path]:
-    return [p for p in folder.iterdir() if p.suffix.lower() == ".wfm" and p.is_file()]
+def _wfm_files(folder: Path, accept=None) -> list[Path]:
+    return [p for p in folder.iterdir() if p.suffix.lower() == ".wfm" and p.is_file()
+            and (accept is None or accept(p))]
 
 
 def _pmt_set(folder: Path, files: list[Path], params: Section, notes: _Notes,
@@ -252,12 +253,13 @@ def _select(names: list[str], params: Section, run_dir: Path) -> list[str]:
 
 
 def discover_run(run_dir: str | Path, params: Section | None = None,
-                 nfiles: int | None = None) -> RunLayout:
+                 nfiles: int | None = None, accept=None) -> RunLayout:
     """Sets and their ``.wfm`` files of ``run_dir``.
 
     ``params`` overrides the default run parameters (channel roles, ``run.sets`` and
     ``run.exclude`` patterns); ``nfiles`` keeps only the first N files (twins) of each set
-    (test mode).  A folder without ``.wfm`` files is not a set; a folder whose name gives no
+    (test mode); ``accept(path)`` (optional) says which files exist yet (live mode: the
+    complete ones).  A folder without ``.wfm`` files is not a set; a folder whose name gives no
     gate or anode voltage is skipped and listed in the layout's notices.  No set at all is a
     :class:`RunLayoutError`; a ``run.sets`` pattern matching no folder a ConfigError.
     """
@@ -266,7 +268,7 @@ def discover_run(run_dir: str | Path, params: Section | None = None,
         raise RunLayoutError(f"{run_dir}: run directory does not exist")
     params = params or Config().run
     folders = {p.name: p for p in run_dir.iterdir() if p.is_dir()}
-    contents = {name: _wfm_files(p) for name, p in sorted(folders.items())}
+    contents = {name: _wfm_files(p, accept) for name, p in sorted(folders.items())}
     contents = {name: files for name, files in contents.items() if files}
     notes, sets, skipped = _Notes(), [], []
     for name in _select(list(contents), params, run_dir):

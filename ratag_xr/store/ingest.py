@@ -595,13 +595,15 @@ def _missing_files(layout: RunLayout, manifest: Manifest, warn) -> dict[str, lis
 
 def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Config | None = None,
            nfiles: int | None = None, rebuild: bool = False, client=None,
-           progress: bool = True, copy_frames: int | None = None) -> IngestSummary:
+           progress: bool = True, copy_frames: int | None = None,
+           accept=None) -> IngestSummary:
     """Read the raw files of ``run_dir`` into the Zarr store ``store`` (created if absent).
 
     ``copy_frames``: copy only the files holding each set's first ``copy_frames`` frames;
     the others are planned (their slots reserved, a ``planned`` manifest event) and left
     to the analysis, which reads each of them once, writing its frames to the store and
-    computing their features from the same memory (``summary.pending``).
+    computing their features from the same memory (``summary.pending``).  ``accept(path)``
+    (optional) says which raw files exist yet (``ratag-xr watch``: the complete ones).
 
     Only files not yet in the store are read; a new file sorting before ingested ones (in
     natural order) is an :class:`~ratag_xr.errors.IngestOrderError` (use ``rebuild=True``).
@@ -615,7 +617,7 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
     codec = {k: getattr(config.ingest, k) for k in ("compressor", "clevel", "shuffle")}
     store = Path(store) if store is not None else default_store(run_dir)
     nfiles = nfiles if nfiles is not None else config.ingest.nfiles
-    layout: RunLayout = discover_run(run_dir, config.run, nfiles=nfiles)
+    layout: RunLayout = discover_run(run_dir, config.run, nfiles=nfiles, accept=accept)
 
     def report(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -690,7 +692,8 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
     from ratag_xr.cluster import managed_client, os_errors_returned, task_result
 
     with managed_client(client) as cl:
-        report(f"ingesting {len(tasks)} file(s) on {cl.dashboard_link or 'the cluster'}")
+        if progress:
+            report(f"ingesting {len(tasks)} file(s) on {cl.dashboard_link or 'the cluster'}")
         futures = {}
         for task in tasks:
             chunk = state["nodes"][task.node]["chunk"]
