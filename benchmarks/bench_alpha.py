@@ -21,9 +21,9 @@ MB/s of raw input is the per-core figure.  The kernel's and scipy's energies are
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from _timing import best_time
 from scipy.signal import savgol_filter
 
 from ratag_xr.kernels.alpha import frame_alpha_energy
@@ -32,16 +32,6 @@ SCALE_MV = 20000.0 / 65536  # ±10 V in int16 codes
 THRESHOLD_MV, WINDOW, SCA = 300.0, 501, 1.058
 GOAL_MB_S = 1000.0
 GOAL_VS_SCIPY = 50.0
-
-
-def best_time(fn, repeats: int) -> float:
-    """Best wall-clock seconds of ``repeats`` calls of ``fn``."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def alpha_chunk(n_frames: int, n_samples: int, seed: int = 0):

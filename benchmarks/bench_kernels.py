@@ -15,10 +15,10 @@ single-threaded, so wall-clock MB/s is the per-core figure.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import xarray as xr
+from _timing import best_time
 
 from ratag_xr.config import Config
 from ratag_xr.features import arguments, select
@@ -31,16 +31,6 @@ REAL_FORMAT = dict(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.
                    dtype="int16", sets=((200, 1700),))
 GOAL_MB_S = 1000.0
 GOAL_RATIO = 0.2
-
-
-def best_time(fn, repeats: int) -> float:
-    """Best wall-clock seconds of ``repeats`` calls of ``fn``."""
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
