@@ -7,9 +7,11 @@ crossings, X-ray classification) runs with the set's t_s1 and time_drift; pass 2
 area) with the median S2 window of pass 1, as the pipeline does.  Both are timed warm
 (compiled before timing), best of ``--repeats``, and compared with ``numpy.sum`` of the
 same array (int16 summed into int64) in the same run.  numba gufuncs and numpy.sum are
-single-threaded, so wall-clock MB/s is the per-core figure.
+single-threaded, so wall-clock MB/s is the per-core figure.  ``--set KEY=VALUE`` runs the
+kernels with a config value other than its default (e.g. the §15 options:
+``--set prepare.s2_timing=clean --set xray.max_area_s1=1e5``).
 
-    python benchmarks/bench_kernels.py [--frames 64] [--repeats 7]
+    python benchmarks/bench_kernels.py [--frames 64] [--repeats 7] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 
 import numpy as np
 import xarray as xr
+import yaml
 from _timing import best_time
 
 from ratag_xr.config import Config
@@ -37,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=64, help="frames in the chunk")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value for the kernels (YAML), e.g. prepare.s2_timing=clean")
     args = ap.parse_args()
 
     config = SimConfig(files_per_set=1, frames_per_file=args.frames, **REAL_FORMAT)
@@ -44,7 +49,9 @@ def main() -> None:
     model = set_model(config, 0)
     scale = -config.y_scale_mv  # negative polarity: pulses go down
     t0, dt = config.record_start_us, config.x_spacing_us
-    defaults = Config()  # the declared defaults of every kernel parameter
+    # the declared defaults of every kernel parameter, but those given with --set
+    given = dict(item.split("=", 1) for item in args.set)
+    defaults = Config().replace({k: yaml.safe_load(v) for k, v in given.items()})
 
     def kernel_args(feature: str, per_set: dict) -> tuple:
         got = arguments(select([feature]), defaults, xr.Dataset(per_set))[feature]
@@ -65,6 +72,8 @@ def main() -> None:
     both = t_pass1 + t_pass2
     codes = {o.meaning: int(np.count_nonzero(out1[4] == o)) for o in XrayOutcome}
 
+    if given:
+        print("config: " + ", ".join(f"{k} = {v}" for k, v in given.items()))
     print(f"chunk: {raw.shape[0]} frames x {raw.shape[1]} {raw.dtype} samples = {mb:.1f} MB "
           f"(5 GS/s, simulated set gate 200 V: t_s1 {model.t_s1} µs, "
           f"time_drift {model.time_drift:.2f} µs)")

@@ -3,8 +3,8 @@
 Per set, in ``OUT/<set>/``: ``s2_areas.npy``, ``s2_results.json``, ``xray_areas.npy``,
 ``xray_results.json`` and ``frames.parquet`` (one row per frame, one column per frame
 identity coordinate and per feature output).  Per run, in ``OUT/plots/``:
-``<run_id>_xray_areas_combined.npy`` and ``<run_id>_xray_metadata.json`` (the PNG figures
-are the plots stage's).
+``<run_id>_xray_areas_combined.npy``, ``<run_id>_xray_metadata.json`` and
+``<run_id>_diffusion_analysis.json`` (the PNG figures are the plots stage's).
 
 Every file is written atomically (:mod:`ratag_xr.io.atomic`): a reader never sees a
 half-written file, and a failed export leaves the previous file in place.  JSON has no
@@ -47,7 +47,7 @@ XRAY_COUNTS = {
 #: Keys of ``s2_results.json`` ``params`` (§10) with their units; ``t_window`` comes from
 #: the window each set actually integrated.
 S2_PARAMS = {"n_pedestal": "samples", "ma_window": "samples", "bs_threshold": "mV",
-             "dt": "µs", "width_s2": "µs"}  # fmt: skip
+             "dt": "µs", "width_s2": "µs", "n_sigma_start": "1", "n_sigma_end": "1"}  # fmt: skip
 SET_METADATA = (
     "t_s1", "t_s1_std", "t_s2_start_mean", "t_s2_start_std", "t_s2_end_mean", "t_s2_end_std",
     "s2_duration_mean", "s2_duration_std", "drift_field", "EL_field", "time_drift",
@@ -59,6 +59,31 @@ S2_FIT_FIELDS = {
     "fit_success": "s2_fit_success", "chi2_ndf": "s2_area_chi2_ndf",
     "n_entries": "s2_area_n_entries", "fit_reason": "s2_fit_reason", "n_frames": "n_frames",
     "n_area_nan": "n_area_nan",
+}  # fmt: skip
+#: ``s2_results.json`` ``crystal_ball`` key -> ``sets`` variable (§15 fit model).
+CRYSTAL_BALL_FIELDS = {
+    "x0": "s2_area_mean", "sigma": "s2_area_sigma", "beta": "s2_area_beta",
+    "beta_err": "s2_area_beta_err", "m": "s2_area_m", "m_err": "s2_area_m_err",
+    "amplitude": "s2_area_cb_amplitude", "two_stage": "s2_two_stage",
+}  # fmt: skip
+#: ``crystal_ball.background`` key -> ``sets`` variable.
+BACKGROUND_FIELDS = {
+    "fraction_observed": "s2_bg_fraction", "mean": "s2_bg_mean", "sigma": "s2_bg_sigma",
+    "amplitude": "s2_bg_amplitude", "success": "s2_bg_success", "reason": "s2_bg_reason",
+}  # fmt: skip
+#: ``s2_timing`` of the JSON files: attribute of ``sets`` -> JSON key (§4 / §15).
+TIMING_ATTRS = {"s2_timing": "mode", "s2_max_gap": "max_gap"}
+#: Per-set rows of ``<run_id>_diffusion_analysis.json``: JSON key -> ``sets`` variable.
+DIFFUSION_SET_FIELDS = {
+    "time_drift": "time_drift", "speed_drift": "speed_drift", "drift_field": "drift_field",
+    "s2_duration_mean": "s2_duration_mean", "s2_duration_std": "s2_duration_std",
+    "n_durations": "n_s2_durations", "sigma2_obs": "sigma2_obs",
+    "sigma2_obs_err": "sigma2_obs_err",
+}  # fmt: skip
+DIFFUSION_RUN_FIELDS = {
+    "D_L": "D_L", "D_L_err": "D_L_err", "sigma0_sq": "sigma0_sq",
+    "sigma0_sq_err": "sigma0_sq_err", "chi2_ndf": "diffusion_chi2_ndf",
+    "success": "diffusion_success", "reason": "diffusion_reason",
 }  # fmt: skip
 #: Frame identity columns of ``frames.parquet``, first, in this order.
 IDENTITY = ("file", "frame_in_file", "trigger_time")
@@ -137,18 +162,62 @@ def s2_results(row: xr.Dataset, params: dict, lineage: dict, method: str) -> dic
     if missing:
         raise ConfigError(f"export parameters lack {missing}; s2_results.json needs them")
     t_window = [_value(row, "s2_window_start", what), _value(row, "s2_window_end", what)]
+    fit_model = str(_value(row, "s2_fit_model", what)) if "s2_fit_model" in row.variables \
+        else "gauss"
     result = {
         "method": method,
         "params": {"t_window": t_window, **{k: params[k] for k in S2_PARAMS}},
+        "fit_model": fit_model,
         **{key: _value(row, var, what) for key, var in S2_FIT_FIELDS.items()},
         "set_metadata": {name: _value(row, name, what) for name in SET_METADATA},
     }
     units = {"t_window": "µs", **S2_PARAMS}
     units.update({key: _units(row, var) for key, var in S2_FIT_FIELDS.items()})
     units.update({name: _units(row, name) for name in SET_METADATA})
+    if fit_model == "crystal_ball":
+        cb = {key: _value(row, var, what) for key, var in CRYSTAL_BALL_FIELDS.items()}
+        cb["fit_range"] = [_value(row, "s2_fit_low", what), _value(row, "s2_fit_high", what)]
+        cb["background"] = ({key: _value(row, var, what) for key, var in
+                             BACKGROUND_FIELDS.items()} if cb["two_stage"] else None)
+        result["crystal_ball"] = cb
+        units.update({f"crystal_ball.{key}": _units(row, var)
+                      for key, var in CRYSTAL_BALL_FIELDS.items()})
+        units["crystal_ball.fit_range"] = _units(row, "s2_fit_low")
+    timing = s2_timing(row.attrs)
+    if timing:
+        result["s2_timing"] = timing
+        units["s2_timing.max_gap"] = "µs"
     result["units"] = units
     result["lineage"] = lineage
     return result
+
+
+def s2_timing(attrs) -> dict:
+    """``{"mode", "max_gap"}`` of the S2 timing the window statistics used (§4 reference,
+    §15 clean), from the attributes of the ``prepare`` results ({} if they lack it)."""
+    return {key: attrs[name].item() if isinstance(attrs[name], np.generic) else attrs[name]
+            for name, key in TIMING_ATTRS.items() if name in attrs}
+
+
+def diffusion_results(run_id: str, sets: xr.Dataset, run: xr.Dataset, lineage: dict) -> dict:
+    """Content of ``<run_id>_diffusion_analysis.json``: the §9 fit, the σ² of every set and
+    the S2 timing and statistic its durations came from (attributes of ``run``)."""
+    rows = []
+    for name in [str(s) for s in sets["set"].values]:
+        row = sets.sel(set=name)
+        what = f"sets (set {name})"
+        rows.append({"set": name, **{key: _value(row, var, what)
+                                     for key, var in DIFFUSION_SET_FIELDS.items()}})
+    units = {key: _units(sets, var) for key, var in DIFFUSION_SET_FIELDS.items()}
+    units.update({key: _units(run, var) for key, var in DIFFUSION_RUN_FIELDS.items()})
+    units["s2_timing.max_gap"] = "µs"
+    return {
+        "run_id": run_id, "model": "sigma2 = sigma0_sq + 2 D_L time_drift / speed_drift^2",
+        "s2_timing": s2_timing(run.attrs), "s2_method": run.attrs.get("s2_window_method"),
+        **{key: _value(run, var, "run") for key, var in DIFFUSION_RUN_FIELDS.items()},
+        "weighting": run.attrs.get("diffusion_weighting"), "sets": rows, "units": units,
+        "lineage": lineage,
+    }  # fmt: skip
 
 
 def _event_lines(frames: SetFrames) -> Iterator[str]:
@@ -282,7 +351,8 @@ def write_frames_table(path: Path, table) -> Path:
 def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: xr.Dataset,
                lineage: dict) -> list[Path]:  # fmt: skip
     """Write ``<run_id>_xray_areas_combined.npy`` (accepted X-ray areas of all sets, set order
-    then frame order, mV·µs) and ``<run_id>_xray_metadata.json`` into ``out_dir/plots/``."""
+    then frame order, mV·µs), ``<run_id>_xray_metadata.json`` and
+    ``<run_id>_diffusion_analysis.json`` into ``out_dir/plots/``."""
     folder = Path(out_dir) / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     names = [str(s) for s in sets["set"].values]
@@ -302,7 +372,9 @@ def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: 
                   "std": _units(run, "A_x_sigma"), "ci95": _units(run, "A_x_ci95")},
         "lineage": lineage,
     }  # fmt: skip
+    diffusion = diffusion_results(run_id, sets, run, lineage)
     return [
         atomic_save_npy(folder / f"{run_id}_xray_areas_combined.npy", combined),
         atomic_write_json(folder / f"{run_id}_xray_metadata.json", metadata),
+        atomic_write_json(folder / f"{run_id}_diffusion_analysis.json", diffusion),
     ]

@@ -77,6 +77,19 @@ def increasing(value):
     return None
 
 
+def choice_code(*choices) -> Callable[[Any], float]:
+    """``to_kernel`` of a choice: its position in ``choices`` (0.0, 1.0, ...)."""
+    def code(value):
+        return float(choices.index(value))
+    code.__doc__ = "code of " + ", ".join(map(str, choices))
+    return code
+
+
+def none_is_inf(value) -> float:
+    """``to_kernel`` of an optional limit: null (no limit) is infinity."""
+    return math.inf if value is None else float(value)
+
+
 def nonneg(value):
     """>= 0"""
     return at_least(0)(value)
@@ -100,6 +113,9 @@ class Param:
     are extra conditions (numbers are always finite).  ``arg`` is the name under which a
     kernel or a compute gets the value (default: the key's last part).  ``lineage=False``
     for keys that cannot change a result (where the raw files are, the cluster).
+    ``to_kernel`` turns a value into the number a kernel takes (kernels take float64
+    scalars: a choice becomes its code, "no limit" (null) infinity); the config, the
+    lineage and the exports keep the value itself.
     """
 
     key: str
@@ -110,6 +126,7 @@ class Param:
     checks: tuple[Check, ...] = ()
     arg: str | None = None
     lineage: bool = True
+    to_kernel: Callable[[Any], float] | None = None
 
     def __post_init__(self):
         if self.key.count(".") != 1:
@@ -137,6 +154,10 @@ class Param:
             if problem:
                 raise ConfigError(f"{place}{self.key} = {_show(value)} {problem}")
         return value
+
+    def kernel_value(self, value) -> Any:
+        """``value`` as a kernel input (see ``to_kernel``)."""
+        return value if self.to_kernel is None else self.to_kernel(value)
 
     def allowed(self) -> str:
         """What the checks allow, in words (for the docs)."""

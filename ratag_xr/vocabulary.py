@@ -25,6 +25,8 @@ class XrayOutcome(enum.IntEnum):
     EXCESSIVE_S2 = 1
     NO_SIGNAL = 2
     INSUFFICIENT_SEPARATION = 3
+    EXCESSIVE_S1 = 4  # §15, off by default (xray.max_area_s1)
+    BELOW_MIN_AREA = 5  # §15, off by default (xray.min_xray_area)
 
     @property
     def meaning(self) -> str:
@@ -61,6 +63,10 @@ _OUTCOMES = {
                             "n_xray_no_signal"),
     XrayOutcome.INSUFFICIENT_SEPARATION: ("insufficient_separation", "insufficient separation",
                                           "n_xray_insufficient_separation"),
+    XrayOutcome.EXCESSIVE_S1: ("excessive_s1_signal_above_baseline",
+                               "excessive S1 signal above baseline", "n_xray_excessive_s1"),
+    XrayOutcome.BELOW_MIN_AREA: ("area_below_minimum", "area below minimum",
+                                 "n_xray_below_min_area"),
 }
 
 
@@ -109,14 +115,32 @@ SCHEMA: dict[str, Var] = {
         "s2_window_start": ("µs", "start of the integrated S2 window"),
         "s2_window_end": ("µs", "end of the integrated S2 window"),
         "s2_window_estimated": ("1", "window from the S2 statistics (false: fallback window)"),
-        "s2_area_mean": ("mV·µs", "fitted mean ion S2 area"),
+        "s2_area_mean": ("mV·µs", "fitted mean ion S2 area (Crystal Ball: its peak x0)"),
         "s2_area_sigma": ("mV·µs", "fitted sigma of the ion S2 area"),
+        "s2_area_sigma_err": ("mV·µs", "uncertainty of s2_area_sigma (1 sigma)"),
         "s2_area_ci95": ("mV·µs", f"{_CI} of the mean (1.96 standard errors)"),
-        "s2_area_amplitude": ("1", "fitted number of frames under the Gaussian"),
+        "s2_area_amplitude": ("1", "fitted frames under the peak (Gaussian: all of it; "
+                                   "Crystal Ball: in the fitted range)"),
         "s2_area_chi2_ndf": ("1", "likelihood chi2 per degree of freedom of the fit"),
         "s2_area_n_entries": ("1", "frames in the fitted bins"),
-        "s2_fit_success": ("1", "the Gaussian fit succeeded"),
+        "s2_fit_success": ("1", "the ion S2 area fit succeeded"),
         "s2_fit_reason": ("1", "why the fit failed"),
+        "s2_fit_model": ("1", "ion S2 area fit model (gauss or crystal_ball)"),
+        # the Crystal Ball fit (§15), NaN for the Gaussian
+        "s2_area_beta": ("1", "Crystal Ball tail start beta (sigmas above x0)"),
+        "s2_area_beta_err": ("1", "Crystal Ball beta uncertainty (1 sigma)"),
+        "s2_area_m": ("1", "Crystal Ball tail power m"),
+        "s2_area_m_err": ("1", "Crystal Ball m uncertainty (1 sigma)"),
+        "s2_area_cb_amplitude": ("1/(mV·µs)", "Crystal Ball height at x0, frames per mV·µs"),
+        "s2_fit_low": ("mV·µs", "low edge of the bins the Crystal Ball was fitted in"),
+        "s2_fit_high": ("mV·µs", "high edge of the bins the Crystal Ball was fitted in"),
+        "s2_two_stage": ("1", "a background Gaussian was fitted first (two-stage)"),
+        "s2_bg_fraction": ("1", "fraction of the entries at or below bg_threshold"),
+        "s2_bg_mean": ("mV·µs", "two-stage: fitted mean of the zero-area population"),
+        "s2_bg_sigma": ("mV·µs", "two-stage: fitted sigma of the zero-area population"),
+        "s2_bg_amplitude": ("1", "two-stage: fitted frames of the zero-area population"),
+        "s2_bg_success": ("1", "two-stage: the background Gaussian fit succeeded"),
+        "s2_bg_reason": ("1", "two-stage: why the background fit failed"),
         "n_frames": ("1", "valid frames"),
         "n_area_nan": ("1", "valid frames that could not be integrated (area NaN)"),
         "s2_area_hist": ("1", "frames per bin of the ion S2 area"),

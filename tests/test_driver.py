@@ -108,7 +108,8 @@ def per_set_params(features=None, config=CONFIG) -> dict:
 def reference_params(s: int, config=CONFIG) -> dict:
     """Plain floats of set ``s``: every feature's parameters from ``config``, per-set
     inputs from :func:`per_set`."""
-    p = {item.arg: float(config.get(item.key)) for f in FEATURES.values() for item in f.params}
+    p = {item.arg: float(item.kernel_value(config.get(item.key)))
+         for f in FEATURES.values() for item in f.params}
     p.update({name: float(v[s]) for name, v in per_set().data_vars.items()})
     return p
 
@@ -124,7 +125,7 @@ def test_features_match_reference_per_frame(threads_client, raw):
         assert var.dims == ("set", "frame"), name
         assert var.attrs["units"] and var.attrs["long_name"], name
     assert ds.xray_code.dtype == np.int8
-    assert list(ds.xray_code.attrs["flag_values"]) == [-1, 0, 1, 2, 3]
+    assert list(ds.xray_code.attrs["flag_values"]) == [-1, 0, 1, 2, 3, 4, 5]
     assert ds.xray_code.attrs["flag_meanings"].split()[1] == "accepted"
     for s, n_valid in enumerate(N_VALID.values()):
         p = reference_params(s)

@@ -37,6 +37,7 @@ N_VALID, N_SLOTS, PER_FILE = 50, 52, 25
 NAN_FRAMES = (7, 19)  # frames whose S2 area could not be integrated
 CODE_CYCLE = (0, 1, 2, 3, -1)  # X-ray outcome of frame j is CODE_CYCLE[j % 5]
 PARAMS = {"n_pedestal": 2000, "ma_window": 9, "bs_threshold": 0.8, "dt": 2e-4, "width_s2": 1.1,
+          "n_sigma_start": 0.0, "n_sigma_end": 0.0,
           "max_area_s2": 1e5, "min_s2_sep": 1.0, "min_s1_sep": 1.0, "ts2_tol": -2.7}  # fmt: skip
 LINEAGE = {"config_hash": "3f2a9c", "code_version": "0.1.0", "created": "2026-03-12T10:00:00"}
 NAN = float("nan")
@@ -82,6 +83,7 @@ PER_SET_INT = {
     "n_xray_accepted": [10, 10, 10, 0], "n_xray_rejected": [40, 40, 40, 50],
     "n_xray_excessive_s2": [10, 10, 10, 10], "n_xray_no_signal": [10, 10, 10, 20],
     "n_xray_insufficient_separation": [10, 10, 10, 10], "n_xray_not_classifiable": [10] * 4,
+    "n_s2_durations": [48, 47, 0, 49],
 }  # fmt: skip
 FAIL_REASON = "only 12 entries in the fitted bins, need >= 20"
 COORDS = ("drift_field", "EL_field", "red_drift_field", "red_EL_field", "gas_density",
@@ -91,6 +93,7 @@ RUN_SCALARS = {
     "xray_chi2_ndf": (1.10, "1"), "N_e_exp": (559.09, "electrons"),
     "g_S2": (0.0110, "mV·µs"), "g_S2_err": (0.00016, "mV·µs"), "D_L": (0.0025, "mm²/µs"),
     "D_L_err": (0.0004, "mm²/µs"), "sigma0_sq": (0.05, "µs²"), "sigma0_sq_err": (0.01, "µs²"),
+    "diffusion_chi2_ndf": (0.8, "1"),
 }  # fmt: skip
 
 
@@ -166,7 +169,10 @@ def make_run() -> xr.Dataset:
     edges = np.linspace(0.6, 20.0, 101)
     data["xray_hist"] = ("xray_bin", _hist(6.15, 1.2, edges, 30 * 8 // 2), {"units": "1"})
     data["xray_hist_edges"] = ("xray_bin_edge", edges, {"units": "mV·µs"})
-    return xr.Dataset(data, attrs={"run_id": RUN_ID, "e_xray": 12300.0, "w_value": 22.0})
+    return xr.Dataset(data, attrs={"run_id": RUN_ID, "e_xray": 12300.0, "w_value": 22.0,
+                                   "diffusion_weighting": "n_values",
+                                   "s2_window_method": "percentile", "s2_timing": "reference",
+                                   "s2_max_gap": 1.0})
 
 
 def make_frames() -> xr.Dataset:
@@ -264,7 +270,8 @@ def test_every_file_has_its_exact_name(exported):
         assert all(p.is_file() for p in expected)
         assert sorted(p.name for p in (out / name).iterdir()) == sorted(p.name for p in expected)
     assert set(paths["run"]) == {out / "plots" / "RUN9_xray_areas_combined.npy",
-                                 out / "plots" / "RUN9_xray_metadata.json"}  # fmt: skip
+                                 out / "plots" / "RUN9_xray_metadata.json",
+                                 out / "plots" / "RUN9_diffusion_analysis.json"}  # fmt: skip
 
 
 def test_s2_results_fields_types_and_values(exported):
@@ -278,7 +285,9 @@ def test_s2_results_fields_types_and_values(exported):
                 "set_metadata"} <= set(doc)  # fmt: skip
         assert doc["method"] == "percentile"
         assert set(doc["params"]) == {"t_window", "n_pedestal", "ma_window", "bs_threshold",
-                                      "dt", "width_s2"}  # fmt: skip
+                                      "dt", "width_s2", "n_sigma_start",
+                                      "n_sigma_end"}  # fmt: skip
+        assert doc["fit_model"] == "gauss" and "crystal_ball" not in doc
         assert doc["params"]["t_window"] == [PER_SET["s2_window_start"][0][s],
                                              PER_SET["s2_window_end"][0][s]]  # fmt: skip
         assert doc["params"]["dt"] == 2e-4 and doc["params"]["ma_window"] == 9
@@ -346,7 +355,8 @@ def test_xray_results_events(exported):
     assert doc["events"][4]["reason"] == "not classifiable"
     assert strict_json(out / SETS[NO_XRAY] / "xray_results.json")["n_by_reason"] == {
         "not classifiable": 10, "accepted": 0, "excessive S2 signal above baseline": 10,
-        "no signal above baseline": 20, "insufficient separation": 10}  # fmt: skip
+        "no signal above baseline": 20, "insufficient separation": 10,
+        "excessive S1 signal above baseline": 0, "area below minimum": 0}  # fmt: skip
 
 
 def test_frames_table_has_every_valid_frame_in_order_with_units(exported):
@@ -383,12 +393,21 @@ def test_run_exports(exported):
     assert meta["run_id"] == RUN_ID and meta["n_areas"] == 30 and meta["sets"] == SETS
     assert (meta["mean"], meta["std"]) == (6.15, 1.20)
     assert meta["lineage"] == LINEAGE
+    diffusion = strict_json(out / "plots" / "RUN9_diffusion_analysis.json")
+    assert (diffusion["D_L"], diffusion["D_L_err"], diffusion["chi2_ndf"]) == (0.0025, 0.0004, 0.8)
+    assert diffusion["units"]["D_L"] == "mm²/µs" and diffusion["weighting"] == "n_values"
+    assert diffusion["s2_timing"] == {"mode": "reference", "max_gap": 1.0}
+    assert diffusion["s2_method"] == "percentile"
+    assert [row["set"] for row in diffusion["sets"]] == SETS
+    assert [row["sigma2_obs"] for row in diffusion["sets"]] == [0.4761, 0.1849, None, 0.1089]
+    assert [row["n_durations"] for row in diffusion["sets"]] == [48, 47, 0, 49]
+    assert diffusion["lineage"] == LINEAGE
 
 
 def test_no_json_file_holds_nan_tokens(exported):
     out, _ = exported
     files = list(out.rglob("*.json"))
-    assert len(files) == 4 * 2 + 1
+    assert len(files) == 4 * 2 + 2
     for path in files:
         strict_json(path)
         assert "NaN" not in path.read_text(encoding="utf-8")

@@ -1,4 +1,5 @@
-"""The per-frame kernels against plain-numpy versions of ALGORITHMS.md §2, §4, §5 and §7.
+"""The per-frame kernels against plain-numpy versions of ALGORITHMS.md §2, §4, §5, §7 and
+the §15 options (clean S2 timing, the excessive-S1 and minimum-area X-ray checks).
 
 The references below are written from the text, not from the kernels: numpy.convolve for
 the moving average, boolean masks on the time array for windows, numpy.trapezoid for
@@ -16,8 +17,12 @@ from hypothesis import strategies as st
 from ratag_xr.kernels import frame_pass1, frame_pass2
 from ratag_xr.vocabulary import XrayOutcome
 
-PASS1_PARAMS = ("n_pedestal", "ma_window", "threshold_s2", "s2_clip", "t_s1", "time_drift",
-                "ts2_tol", "bs_threshold", "max_area_s2", "min_s2_sep", "min_s1_sep")
+PASS1_PARAMS = ("n_pedestal", "ma_window", "threshold_s2", "s2_clip", "s2_timing",
+                "s2_max_gap", "t_s1", "time_drift", "ts2_tol", "bs_threshold", "max_area_s1",
+                "max_area_s2", "min_s2_sep", "min_s1_sep", "min_xray_area")
+#: The §15 options at their defaults (off): the kernel inputs the features pass for them.
+OPTIONS_OFF = {"s2_timing": 0.0, "s2_max_gap": 1.0, "max_area_s1": np.inf,
+               "min_xray_area": 0.0}
 PASS1_OUTPUTS = ("pedestal", "s2_start", "s2_end", "s2_duration", "xray_code", "xray_area")
 PASS2_PARAMS = ("n_pedestal", "ma_window", "bs_threshold", "s2_window_start",
                 "s2_window_end")
@@ -76,20 +81,32 @@ def reference_pass1(raw, scale, offset, t0, dt, p):
     out["pedestal"] = ped * scale + offset
 
     # §4: smooth the whole frame, clip, first/last sample above threshold after the limit
-    if p["threshold_s2"] >= 0 and not np.isnan(p["s2_clip"]):
+    clean = p["s2_timing"] == 1.0
+    timing_ok = p["s2_timing"] == 0.0 or (clean and p["s2_max_gap"] >= 0)
+    if p["threshold_s2"] >= 0 and not np.isnan(p["s2_clip"]) and timing_ok:
         smooth = clip(moving_average(v, w), p["s2_clip"])
         above = np.flatnonzero((t > p["t_s1"] + 0.75 * p["time_drift"] + tol)
                                & (smooth > p["threshold_s2"]))
+        if above.size and clean:
+            # §15: the first sample above threshold after the last gap (between samples
+            # above threshold) longer than s2_max_gap, compared with the §2 tolerance
+            gaps = np.flatnonzero(np.diff(t[above]) > p["s2_max_gap"] + tol)
+            above = above[gaps[-1] + 1:] if gaps.size else above
         if above.size and t[above[-1]] > t[above[0]]:
             out["s2_start"], out["s2_end"] = t[above[0]], t[above[-1]]
             out["s2_duration"] = t[above[-1]] - t[above[0]]
 
     # §7
     x_start = p["t_s1"] + p["time_drift"] + p["ts2_tol"]
-    names = ("bs_threshold", "max_area_s2", "min_s2_sep", "min_s1_sep")
+    names = ("bs_threshold", "max_area_s1", "max_area_s2", "min_s2_sep", "min_s1_sep",
+             "min_xray_area")
     if np.isnan(x_start) or any(np.isnan(p[k]) for k in names):
         return out
     bs = p["bs_threshold"]
+    # §15, before §7.1: the samples above bs_threshold before S1
+    if v[(t < p["t_s1"] - tol) & (v > bs)].sum() > p["max_area_s1"]:
+        out["xray_code"] = 4
+        return out
     if v[(t >= x_start - tol) & (v > bs)].sum() > p["max_area_s2"]:
         out["xray_code"] = 1
         return out
@@ -106,8 +123,12 @@ def reference_pass1(raw, scale, offset, t0, dt, p):
     if not (x_start - t_last > p["min_s2_sep"] and t_first - p["t_s1"] > p["min_s1_sep"]):
         out["xray_code"] = 3
         return out
+    area = np.trapezoid(smooth, dx=dt)
+    if area < p["min_xray_area"]:  # §15, after §7.4
+        out["xray_code"] = 5
+        return out
     out["xray_code"] = 0
-    out["xray_area"] = np.trapezoid(smooth, dx=dt)
+    out["xray_area"] = area
     return out
 
 
@@ -183,7 +204,15 @@ def realistic_frame(rng, dtype, n=None, dt=None, noise=None):
         "s2_window_start": window_start,
         "s2_window_end": window_start + rng.uniform(-0.1, 12.0),
     }
-    return raw, scale, rng.uniform(-5.0, 5.0), t0, dt, params
+    offset = rng.uniform(-5.0, 5.0)
+    # the §15 options, each on in about half of the frames
+    params.update(
+        s2_timing=float(rng.integers(0, 2)),
+        s2_max_gap=rng.choice([1.0, rng.uniform(0.05, 3.0)]),
+        max_area_s1=rng.choice([np.inf, rng.uniform(0.0, 60.0)]),
+        min_xray_area=rng.choice([0.0, rng.uniform(0.0, 3.0)]),
+    )
+    return raw, scale, offset, t0, dt, params
 
 
 def run_pass1(raw, scale, offset, t0, dt, p):
@@ -230,15 +259,20 @@ def test_reference_moving_average_is_numpy_same_and_centred():
 
 def test_random_frames_match_and_reach_every_outcome():
     rng = np.random.default_rng(20240611)
-    codes, crossings = [], []
+    codes, crossings, cleaned = [], [], 0
     for i in range(360):
         dtype = ("int8", "int16", "float32", "float64")[i % 4]
-        expected = check_frame(*realistic_frame(rng, dtype))
+        raw, scale, offset, t0, dt, p = realistic_frame(rng, dtype)
+        expected = check_frame(raw, scale, offset, t0, dt, p)
         codes.append(expected["xray_code"])
         crossings.append(np.isfinite(expected["s2_start"]))
+        if p["s2_timing"] == 1.0:  # clean timing moved the start past a gap
+            reference = reference_pass1(raw, scale, offset, t0, dt, p | {"s2_timing": 0.0})
+            cleaned += bool(expected["s2_start"] != reference["s2_start"])
     counts = {int(c): codes.count(c) for c in XrayOutcome}
-    assert all(counts[c] > 5 for c in (0, 1, 2, 3)), counts
+    assert all(counts[int(c)] > 5 for c in XrayOutcome if c >= 0), counts
     assert 20 < sum(crossings) < len(crossings) - 20
+    assert cleaned > 10
 
 
 @pytest.mark.parametrize("dtype", ["int8", "int16", "float32", "float64"])
@@ -316,7 +350,8 @@ def test_flat_frames_have_no_signal(dtype):
 # both ends.  Expected values are worked out by hand.
 HAND = dict(n_pedestal=10.0, ma_window=1.0, threshold_s2=0.4, s2_clip=0.02, t_s1=1.0,
             time_drift=20.0, ts2_tol=-2.0, bs_threshold=0.5, max_area_s2=1e5,
-            min_s2_sep=1.0, min_s1_sep=1.0, s2_window_start=20.0, s2_window_end=24.5)
+            min_s2_sep=1.0, min_s1_sep=1.0, s2_window_start=20.0, s2_window_end=24.5,
+            **OPTIONS_OFF)
 NAN = np.nan
 HAND_CASES = [  # overrides -> (s2_start, s2_end, xray_code, xray_area)
     ({}, (20.0, 24.5, 0, 5.0)),
@@ -338,6 +373,24 @@ HAND_CASES = [  # overrides -> (s2_start, s2_end, xray_code, xray_area)
     ({"t_s1": 10.0, "time_drift": 11.0, "min_s1_sep": -0.25}, (20.0, 24.5, 0, 4.5)),
     ({"t_s1": 10.0, "time_drift": 11.0, "min_s1_sep": -0.25, "bs_threshold": 2.0},
      (20.0, 24.5, 0, 4.5)),
+    # §15 clean timing: with t_s1 + 0.75 time_drift = 7 the X-ray pulse (10 .. 12) is the
+    # reference S2 start; clean starts after the 8 µs gap 12 .. 20 (20 - 12 = 8 is not > 8)
+    ({"time_drift": 8.0}, (10.0, 24.5, 2, NAN)),
+    ({"time_drift": 8.0, "s2_timing": 1.0}, (20.0, 24.5, 2, NAN)),
+    ({"time_drift": 8.0, "s2_timing": 1.0, "s2_max_gap": 8.0}, (10.0, 24.5, 2, NAN)),
+    ({"time_drift": 8.0, "s2_timing": 1.0, "s2_max_gap": 7.99}, (20.0, 24.5, 2, NAN)),
+    ({"s2_timing": 1.0, "s2_max_gap": 0.5}, (20.0, 24.5, 0, 5.0)),  # 0.5 spacing: no gap
+    ({"s2_timing": 1.0, "s2_max_gap": 0.49}, (NAN, NAN, 0, 5.0)),  # start = end: NaN
+    ({"s2_max_gap": 0.49}, (20.0, 24.5, 0, 5.0)),  # reference timing ignores the gap
+    # §15 excessive S1: samples above bs_threshold at t < t_s1 (t = 12 is not < 12)
+    ({"t_s1": 12.0, "max_area_s1": 8.0}, (NAN, NAN, 3, NAN)),
+    ({"t_s1": 12.0, "max_area_s1": 7.99}, (NAN, NAN, 4, NAN)),
+    ({"t_s1": 12.01, "max_area_s1": 9.99}, (NAN, NAN, 4, NAN)),
+    ({"t_s1": 12.01, "max_area_s1": 10.0}, (NAN, NAN, 0, 5.0)),  # the S2 is the "X-ray"
+    ({"max_area_s1": 0.0}, (20.0, 24.5, 0, 5.0)),  # nothing before S1: 0 is not > 0
+    # §15 minimum area: an accepted area below it is rejected
+    ({"min_xray_area": 5.0}, (20.0, 24.5, 0, 5.0)),
+    ({"min_xray_area": 5.01}, (20.0, 24.5, 5, NAN)),
 ]
 HAND_S2_AREAS = [  # (window start, window end, bs_threshold) -> s2_area
     ((20.0, 24.5, 0.5), 4.5), ((20.5, 24.5, 0.5), 4.0), ((20.0, 24.0, 0.5), 4.0),
@@ -401,7 +454,8 @@ def test_nan_frames_give_nan_outputs():
 @pytest.mark.parametrize("name", ["t_s1", "time_drift", "ts2_tol", "bs_threshold",
                                   "max_area_s2", "min_s2_sep", "min_s1_sep", "threshold_s2",
                                   "s2_clip", "n_pedestal", "ma_window", "s2_window_start",
-                                  "s2_window_end"])
+                                  "s2_window_end", "s2_timing", "s2_max_gap", "max_area_s1",
+                                  "min_xray_area"])
 def test_nan_parameters(name):
     rng = np.random.default_rng(3)
     raw, scale, offset, t0, dt, p = realistic_frame(rng, "int16", n=600)

@@ -39,8 +39,10 @@ READS = {  # stage -> the stages whose results it reads (ALGORITHMS.md: §1-§10
     "report": ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots"),
 }
 _PASS1 = {"prepare.n_pedestal", "prepare.ma_window", "prepare.threshold_s2",
-          "prepare.s2_clip", "xray.ts2_tol", "xray.bs_threshold", "xray.max_area_s2",
-          "xray.min_s2_sep", "xray.min_s1_sep"}
+          "prepare.s2_clip", "prepare.s2_timing", "prepare.s2_max_gap", "xray.ts2_tol",
+          "xray.bs_threshold", "xray.max_area_s1", "xray.max_area_s2", "xray.min_s2_sep",
+          "xray.min_s1_sep", "xray.min_xray_area"}  # §4, §7 and their §15 options
+_WIDENED = {"integrate.n_sigma_start", "integrate.n_sigma_end"}  # §15 window
 _PASS2 = {"prepare.n_pedestal", "prepare.ma_window", "integrate.bs_threshold"}
 DIRECT = {  # stage -> the config keys it reads itself
     "prepare": {"run.pressure", "run.temperature", "run.drift_gap", "run.el_gap", "run.run_id",
@@ -52,15 +54,17 @@ DIRECT = {  # stage -> the config keys it reads itself
                 "prepare.s2_window_frames"} | _PASS1,  # S2 crossings
     "frames": {"run.run_id", "ingest.nfiles", "integrate.use_estimated_s2_windows",
                "prepare.s1_frames", "prepare.s2_window_frames",
-               "integrate.ts2_tol", "integrate.width_s2"} | _PASS1 | _PASS2,
+               "integrate.ts2_tol", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2,
     "integrate": {"run.run_id", "integrate.bin_cuts", "integrate.nbins",
                   "integrate.exclude_index", "integrate.auto_range",
-                  "integrate.per_set"},
+                  "integrate.per_set", "integrate.fit_model", "integrate.two_stage",
+                  "integrate.bg_fraction", "integrate.bg_threshold", "integrate.bg_cutoff",
+                  "integrate.n_sigma", "integrate.upper_limit"},  # §6, §15 fit
     "classify": {"run.run_id"},
     "calibrate": {"run.run_id", "run.e_xray", "run.w_value", "run.e_recoil",
                   "calibrate.xray_bin_cuts", "calibrate.xray_nbins",
                   "calibrate.xray_exclude_index"},
-    "export": {"run.run_id", "integrate.width_s2"} | _PASS1 | _PASS2,  # the JSON params
+    "export": {"run.run_id", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2,  # JSON
     "plots": {"run.run_id", "ingest.nfiles", "prepare.n_pedestal", "integrate.exclude_index",
               "calibrate.xray_exclude_index"},
     "report": {"run.run_id"},
@@ -93,6 +97,13 @@ FLIPS = {
     "integrate.per_set": {"FieldScan_Gate150_Anode1650": {"nbins": 40}},
     "calibrate.xray_bin_cuts": [0.5, 18.0], "calibrate.xray_nbins": 80,
     "calibrate.xray_exclude_index": 1,
+    # §15: each option switched on, then its settings changed
+    "prepare.s2_timing": "clean", "prepare.s2_max_gap": 0.5,
+    "xray.max_area_s1": 1.0, "xray.min_xray_area": 5.0,
+    "integrate.n_sigma_start": 1.0, "integrate.n_sigma_end": 0.5,
+    "integrate.fit_model": "crystal_ball", "integrate.bg_fraction": 0.0,
+    "integrate.two_stage": True, "integrate.bg_threshold": 0.2, "integrate.bg_cutoff": 0.4,
+    "integrate.n_sigma": 3.0, "integrate.upper_limit": 3.5,
     "ingest.chunk_mb": 8.0, "ingest.compressor": "zstd", "ingest.clevel": 3,
     "ingest.shuffle": "shuffle", "cluster.spec": "local", "cluster.workers": 1,
     "cluster.threads": 1, "cluster.memory": "1GiB", "cluster.jobs": 1,
@@ -114,6 +125,10 @@ SAME_RESULT = {
     "calibrate.xray_exclude_index": "the first X-ray bin (0.6 .. 0.8 mV·µs) is empty",
     "integrate.ts2_tol": "the fallback window is not used while the statistics exist",
     "integrate.width_s2": "the fallback window is not used while the statistics exist",
+    "integrate.bg_fraction": "only two-stage fits read it, and two_stage is still off",
+    "integrate.bg_threshold": "no area lies between 0.1 and 0.2 mV·µs: the fraction stays",
+    "integrate.n_sigma": "the background fit fails here (every zero-area frame is in the "
+                         "first bin), so the Crystal Ball starts at bg_cutoff",
 }
 
 

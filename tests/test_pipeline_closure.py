@@ -15,10 +15,14 @@ import json
 import numpy as np
 import pytest
 
+from ratag_xr.config import Config
+from ratag_xr.demo import DEMO_CONFIG
 from ratag_xr.pipeline import load_results, run_pipeline
+from ratag_xr.pipeline.results import load_stage
 from ratag_xr.simulate import SimConfig, simulate_run, simulate_set_frames
+from ratag_xr.stages.calibrate import diffusion
 from ratag_xr.store import open_set
-from tests.test_kernels import reference_pass1, reference_pass2
+from tests.test_kernels import OPTIONS_OFF, reference_pass1, reference_pass2
 
 STAGES = ("ingest", "prepare", "integrate", "classify", "calibrate")
 # 1 GS/s keeps frames short (32 000 samples) so 5 sets x 450 frames simulate and analyse in
@@ -97,7 +101,7 @@ def _prep_params(res, name):
             "t_s1": float(s.t_s1), "time_drift": float(s.time_drift), "ts2_tol": -2.7,
             "bs_threshold": 0.8, "max_area_s2": 1e5, "min_s2_sep": 1.0, "min_s1_sep": 1.0,
             "s2_window_start": float(s.s2_window_start),
-            "s2_window_end": float(s.s2_window_end)}
+            "s2_window_end": float(s.s2_window_end), **OPTIONS_OFF}
 
 
 def test_per_frame_results_equal_numpy_reference(closure):
@@ -180,6 +184,67 @@ def test_longitudinal_diffusion_closure(tmp_path, client):
     assert abs(float(run.D_L) - truth["D_L"]) <= 3 * float(run.D_L_err)
     assert abs(float(run.sigma0_sq) - truth["sigma0_sq"]) <= 3 * float(run.sigma0_sq_err)
     assert float(run.D_L_err) < 0.2 * truth["D_L"]  # the test has power: a 20 % measurement
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, client):
+    """The demo's run (20 % of frames with an X-ray) analysed up to the S2 statistics with
+    the reference timing, then up to every frame's features with the clean one (§15)."""
+    run_dir = simulate_run(tmp_path_factory.mktemp("demo"), DEMO_CONFIG, progress=False)
+    run_pipeline(run_dir, client=client, stages=("ingest", "prepare"), progress=False)
+    reference = load_stage(run_dir / "results.zarr", "prepare", "sets")
+    run_pipeline(run_dir, client=client, stages=("frames",), progress=False,
+                 config=Config({"prepare": {"s2_timing": "clean"}}))
+    truth = json.loads((run_dir / "truth.json").read_text())
+    return reference, load_results(run_dir), truth, dict(np.load(run_dir / "truth_frames.npz"))
+
+
+def test_clean_s2_timing_recovers_diffusion_on_the_demo_run(demo_run):
+    """§15 clean timing: D_L within 2 sigma of the truth (the reference timing is not), and
+    every set's S2 duration spread closer to the truth than with the reference timing."""
+    reference, clean, truth, _ = demo_run
+    assert clean.sets.attrs["s2_timing"] == "clean" and reference.attrs["s2_timing"] == (
+        "reference")
+    fit_ref, fit_clean = diffusion(reference)[2], diffusion(clean.sets)[2]
+    assert abs(fit_clean.D_L - truth["D_L"]) <= 2 * fit_clean.D_L_err, fit_clean
+    assert abs(fit_ref.D_L - truth["D_L"]) > 2 * fit_ref.D_L_err, fit_ref  # what §15 mends
+    for t in truth["sets"]:
+        got_ref = float(reference.s2_duration_std.sel(set=t["name"]))
+        got_clean = float(clean.sets.s2_duration_std.sel(set=t["name"]))
+        assert abs(got_clean - t["sigma_t"]) < abs(got_ref - t["sigma_t"]), t["name"]
+
+
+def test_clean_s2_start_skips_an_x_ray_before_the_ion_s2(demo_run):
+    """Per frame: where an X-ray's light ended (three diffusion sigmas after its end) more
+    than 1 µs before the ion's first photoelectron, the clean S2 start is that
+    photoelectron (the 9-sample box crosses 0.4 mV 0-10 ns before a pulse's centre at
+    2 GS/s) — the X-ray is not the start.  The exceptions are ion light trains with a gap
+    of more than 1 µs of their own (sparse at the lowest field: also ~10 % of the frames
+    without any X-ray there)."""
+    _, clean, _, ft = demo_run
+    for i, name in enumerate(ft["set_names"]):
+        m = ft["set_index"] == i
+        frames = clean.frames.sel(set=name)
+        lead = ft["ion_first_pe"][m] - frames.s2_start.values[frames.valid.values]
+        at_first_pe = (lead >= 0) & (lead <= 0.01)
+        quiet = (ft["kind"][m] == 0) & (ft["n_dark"][m] == 0)
+        ended = ft["xray_end"][m] + 3 * ft["xray_sigma"][m]
+        separated = ft["xray"][m] & quiet & (ft["ion_first_pe"][m] - ended > 1.0)
+        no_xray = ~ft["xray"][m] & quiet
+        assert separated.sum() >= 25, name
+        assert np.mean(at_first_pe[separated]) >= 0.85, name
+        assert np.mean(at_first_pe[separated]) >= np.mean(at_first_pe[no_xray]) - 0.05, name
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20 asks for each set within 10 %; measured "
+                   "+16 .. +25 %: 11-14 % of the demo's frames hold an X-ray whose light "
+                   "overlaps the ion S2 or ends less than 1 µs before it, which no gap "
+                   "between crossings separates")
+def test_clean_s2_duration_spread_within_10_percent_on_the_demo_run(demo_run):
+    _, clean, truth, _ = demo_run
+    for t in truth["sets"]:
+        got = float(clean.sets.s2_duration_std.sel(set=t["name"]))
+        assert got == pytest.approx(t["sigma_t"], rel=0.10), t["name"]
 
 
 def test_every_result_variable_has_units(closure):

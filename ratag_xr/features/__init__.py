@@ -198,14 +198,14 @@ def select(features: str | Iterable[str] | None = None, *, channel: str | None =
 
 def arguments(features: Iterable[Feature], config, per_set=None) -> dict[str, dict]:
     """The kernel inputs of ``features``: feature name -> input name -> value, parameters
-    from the run ``config``, per-set inputs from the ``per_set`` dataset (DataArrays
-    along ``set``)."""
+    from the run ``config`` (as :meth:`~ratag_xr.params.Param.kernel_value` gives them),
+    per-set inputs from the ``per_set`` dataset (DataArrays along ``set``)."""
     out = {}
     for feature in features:
         args = {}
         for item in feature.inputs:
             if isinstance(item, Param):
-                args[item.arg] = config.get(item.key)
+                args[item.arg] = item.kernel_value(config.get(item.key))
             elif per_set is None or item.name not in per_set:
                 raise AnalysisError(f"feature {feature.name!r} needs the per-set input "
                                     f"{item.name!r} ({item.units}), which no earlier "

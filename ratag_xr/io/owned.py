@@ -5,7 +5,8 @@ Every Zarr store ratag_xr creates carries a marker in its root attributes
 created.  :func:`remove_store` deletes a folder only when
 
 * it holds that marker for the expected kind,
-* every file in it is Zarr metadata (``zarr.json``) or a chunk (below a ``c/`` folder),
+* every file in it is Zarr metadata (``zarr.json``) or a chunk (below a ``c/`` folder, or
+  the file ``c`` of a 0-d array),
 * and no raw ``.wfm`` file lies anywhere below it.
 
 Anything else (a run folder, an output root with JSON and plots, a folder someone else
@@ -59,6 +60,18 @@ def store_kind(path: Path) -> str | None:
     return None
 
 
+def _scalar_chunk(item: Path) -> bool:
+    """The one chunk of a 0-d Zarr v3 array: a file ``c`` beside the array's zarr.json."""
+    if item.name != "c":
+        return False
+    try:
+        meta = json.loads((item.parent / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("node_type") == "array" and \
+        meta.get("shape") == []
+
+
 def _foreign_files(path: Path) -> list[Path]:
     """Files below ``path`` that a Zarr store made by ratag_xr never holds."""
     foreign = []
@@ -68,7 +81,7 @@ def _foreign_files(path: Path) -> list[Path]:
         rel = item.relative_to(path)
         if item.suffix.lower() == ".wfm" or item.is_symlink():
             foreign.append(rel)
-        elif rel.name != "zarr.json" and "c" not in rel.parts[:-1]:
+        elif rel.name != "zarr.json" and "c" not in rel.parts[:-1] and not _scalar_chunk(item):
             foreign.append(rel)
         if len(foreign) >= 3:
             break

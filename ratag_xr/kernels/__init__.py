@@ -26,6 +26,8 @@ with kernel_cache():
     from ratag_xr.kernels.alpha import frame_alpha_energy
     from ratag_xr.kernels.pass1 import (
         XRAY_ACCEPTED,
+        XRAY_BELOW_MIN_AREA,
+        XRAY_EXCESSIVE_S1,
         XRAY_EXCESSIVE_S2,
         XRAY_INSUFFICIENT_SEPARATION,
         XRAY_NO_SIGNAL,
@@ -36,6 +38,8 @@ with kernel_cache():
 
 __all__ = [
     "XRAY_ACCEPTED",
+    "XRAY_BELOW_MIN_AREA",
+    "XRAY_EXCESSIVE_S1",
     "XRAY_EXCESSIVE_S2",
     "XRAY_INSUFFICIENT_SEPARATION",
     "XRAY_NOT_CLASSIFIABLE",

@@ -343,18 +343,59 @@ def masked_sum(raw, start, end, sgn, limit):
 
 
 @njit(nogil=True, cache=True)
-def sum_above(raw, lo, sgn, ped, level_codes, stop):
-    """Sum of ``raw[i] - ped`` (codes) over i >= lo where ``sgn*(raw[i]-ped) > level``.
+def sum_above(raw, lo, hi, sgn, ped, level_codes, stop):
+    """Sum of ``raw[i] - ped`` (codes) over lo <= i < hi where ``sgn*(raw[i]-ped) > level``.
 
     Stops early, in blocks, once ``sgn * sum > stop`` (valid because every term has the
     sign of ``sgn`` when ``level_codes >= 0``).
     """
-    n = raw.shape[0]
     limit = sum_limit(raw, level_codes + sgn * ped)
     total = 0.0
-    for start in range(lo, n, SUM_BLOCK):
-        s, c = masked_sum(raw, start, min(start + SUM_BLOCK, n), sgn, limit)
+    for start in range(lo, hi, SUM_BLOCK):
+        s, c = masked_sum(raw, start, min(start + SUM_BLOCK, hi), sgn, limit)
         total += s - c * ped
         if sgn * total > stop:
             break
     return total
+
+
+@njit(nogil=True, cache=True)
+def gap_reach(t0, dt, cur, gap):
+    """Smallest ``p`` in [0, cur] with ``(t0 + cur*dt) - (t0 + p*dt) <= gap`` (µs).
+
+    The difference is evaluated exactly as numpy evaluates ``numpy.diff`` of sample times
+    ``t0 + numpy.arange(n) * dt``; it does not increase with ``p``, so the answer is a
+    boundary, located from an estimate and then fixed.
+    """
+    tc = t0 + cur * dt
+    x = cur - gap / dt
+    p = 0 if x <= 0.0 else (cur if x >= cur else np.int64(x))
+    while p > 0 and tc - (t0 + (p - 1) * dt) <= gap:
+        p -= 1
+    while p < cur and not tc - (t0 + p * dt) <= gap:
+        p += 1
+    return p
+
+
+@njit(nogil=True, cache=True)
+def start_after_gap(raw, a, b, first, last, hl, hr, sgn, ped, level_w, strict, t0, dt,
+                    gap):
+    """The first passing output after the last gap of more than ``gap`` µs between
+    consecutive passing outputs in [first, last] (both passing); ``first`` if none.
+
+    Walks back from ``last``: from a passing output ``cur``, every passing output closer
+    than the gap lies in [reach, cur - 1]; if there is none, the gap before ``cur`` is
+    longer and ``cur`` is the answer.  Otherwise the earliest of them comes next (the gaps
+    between it and ``cur`` are all shorter, being inside the reach).  Each step scans
+    forward from the reach and stops at its first passing output, so the walk reads about
+    one gap beyond the answer and the passing stretch after it once.
+    """
+    cur = last
+    while cur > first:
+        lo = max(first, gap_reach(t0, dt, cur, gap))
+        prev = first_above(raw, a, b, lo, cur - 1, hl, hr, sgn, ped, level_w, strict) \
+            if lo <= cur - 1 else -1
+        if prev < 0:
+            return cur
+        cur = prev
+    return first

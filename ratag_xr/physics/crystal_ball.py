@@ -511,16 +511,19 @@ def s2_start_and_limits(counts, edges) -> tuple[dict, dict]:
 def fit_s2_two_stage(counts, edges, *, bg_fraction: float = S2_BG_FRACTION,
                      bg_threshold: float = S2_BG_THRESHOLD, bg_cutoff: float = S2_BG_CUTOFF,
                      n_sigma: float = S2_N_SIGMA, upper_limit: float | None = None,
+                     two_stage: bool = True, exclude_index: int = 0,
                      start=None, limits=None) -> S2TwoStageFit:
     """Right-tailed Crystal Ball fit of S2 areas with an optional background stage (§15).
 
     ``counts``/``edges``: histogram of ion S2 areas (mV·µs).  A bin is "at or below" a
-    value when its centre is.  If more than ``bg_fraction`` of the entries lie at or below
-    ``bg_threshold`` (mV·µs), a Gaussian (:func:`~ratag_xr.physics.fit.fit_gaussian_hist`,
-    no bin excluded) is first fitted to the bins at or below ``bg_cutoff`` (mV·µs), then the
-    Crystal Ball to the bins with centres above ``μ_bg + n_sigma·σ_bg`` and below
-    ``upper_limit`` (mV·µs; None = the last edge).  Otherwise one Crystal Ball fit over the
-    bins below ``upper_limit``.  If the background fit fails (e.g. all zero-area frames in
+    value when its centre is.  If ``two_stage`` and more than ``bg_fraction`` of the
+    entries lie at or below ``bg_threshold`` (mV·µs), a Gaussian
+    (:func:`~ratag_xr.physics.fit.fit_gaussian_hist`, no bin excluded) is first fitted to
+    the bins at or below ``bg_cutoff`` (mV·µs), then the Crystal Ball to the bins with
+    centres above ``μ_bg + n_sigma·σ_bg`` and below ``upper_limit`` (mV·µs; None = the last
+    edge).  Otherwise one Crystal Ball fit over the bins below ``upper_limit`` after the
+    first ``exclude_index`` bins (the §6 exclusion of the zero-area frames, which the
+    background stage replaces).  If the background fit fails (e.g. all zero-area frames in
     one bin) the Crystal Ball starts above ``bg_cutoff`` instead.  ``start``/``limits``
     override :func:`s2_start_and_limits` (names as in :func:`fit_crystal_ball_hist`).
     """
@@ -538,13 +541,15 @@ def fit_s2_two_stage(counts, edges, *, bg_fraction: float = S2_BG_FRACTION,
 
     background = None
     lower = -np.inf
-    if low_fraction > bg_fraction:
+    if two_stage and low_fraction > bg_fraction:
         k = int(np.count_nonzero(centres <= bg_cutoff))
         if k == 0:
             raise ConfigError(f"bg_cutoff {bg_cutoff} lies below every bin centre")
         background = fit_gaussian_hist(counts[:k], edges[:k + 1], exclude_index=0)
         lower = (background.mean + n_sigma * background.sigma if background.success
                  else float(bg_cutoff))
+    elif exclude_index:  # the bins from edges[exclude_index] on
+        lower = float(edges[min(int(exclude_index), centres.size)])
     keep = (centres > lower) & (centres < top)
     signal_range = (float(max(lower, edges[0])), top)
     if not keep.any():

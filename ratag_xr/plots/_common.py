@@ -90,12 +90,26 @@ def expected_counts(edges, amplitude: float, mean: float, sigma: float) -> np.nd
 
 
 @dataclass(frozen=True)
+class Curve:
+    """A fitted component to draw over a histogram: counts per bin at ``x``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    label: str
+    color: str = FIT_COLOR
+    linestyle: str = "-"
+
+
+@dataclass(frozen=True)
 class HistFit:
-    """A histogram with the result of its Gaussian fit, read from a results dataset.
+    """A histogram with the result of its fit, read from a results dataset.
 
     Areas in mV·µs.  ``amplitude`` is the number of entries under the whole Gaussian; when
     the dataset does not store it, it is the count in the fitted bins divided by the
     Gaussian's probability in the fitted range (so the curve has the data's normalisation).
+    Another model (the §15 Crystal Ball) gives its ``model`` name, the ``fit_range`` of its
+    fitted bins, its ``components`` to draw instead of the Gaussian and ``notes`` for the
+    legend (its tail parameters, its background).
     """
 
     counts: np.ndarray
@@ -109,6 +123,19 @@ class HistFit:
     reason: str
     amplitude: float
     exclude_index: int
+    model: str = "Gaussian"
+    fit_range: tuple[float, float] | None = None
+    components: tuple[Curve, ...] = ()
+    notes: tuple[str, ...] = ()
+    excluded_label: str = "not fitted"
+
+    def fitted_bins(self) -> slice:
+        """The bins the fit used: after ``exclude_index``, or inside ``fit_range``."""
+        if self.fit_range is None or not all(map(math.isfinite, self.fit_range)):
+            return slice(self.exclude_index, None)
+        centres = 0.5 * (self.edges[:-1] + self.edges[1:])
+        inside = np.flatnonzero((centres >= self.fit_range[0]) & (centres <= self.fit_range[1]))
+        return slice(int(inside[0]), int(inside[-1]) + 1) if inside.size else slice(0, 0)
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset, names: dict, exclude_index: int) -> HistFit:
@@ -147,39 +174,57 @@ def draw_fitted_histogram(ax, fit: HistFit, *, quantity: str, count_label: str) 
     """Histogram (fitted bins blue, excluded bins grey) with the fitted curve, the mean as
     a dashed line with its ±ci95 band, and a legend with mean ± ci95, σ, χ²/ndf and N.
     A failed fit draws the histogram and puts the reason (in red) in the legend."""
-    k = fit.exclude_index
+    fitted = fit.fitted_bins()
     entries = []  # (legend handle, label)
     if fit.counts.size:
-        ax.stairs(fit.counts[k:], fit.edges[k:], fill=True, color=HIST_COLOR, alpha=0.35)
-        ax.stairs(fit.counts[k:], fit.edges[k:], color=HIST_COLOR, linewidth=1.0)
-        entries.append((Patch(facecolor=HIST_COLOR, alpha=0.5), "data"))
-        if k:
-            ax.stairs(fit.counts[:k], fit.edges[: k + 1], fill=True, color=EXCLUDED_COLOR)
-            entries.append((Patch(facecolor=EXCLUDED_COLOR), "not fitted"))
+        i0, i1, _ = fitted.indices(fit.counts.size)
+        if i0 > 0 or i1 < fit.counts.size:
+            ax.stairs(fit.counts, fit.edges, fill=True, color=EXCLUDED_COLOR)
+            entries.append((Patch(facecolor=EXCLUDED_COLOR), fit.excluded_label))
+        if i1 > i0:
+            ax.stairs(fit.counts[i0:i1], fit.edges[i0:i1 + 1], fill=True, color="white")
+            ax.stairs(fit.counts[i0:i1], fit.edges[i0:i1 + 1], fill=True, color=HIST_COLOR,
+                      alpha=0.35)
+            ax.stairs(fit.counts[i0:i1], fit.edges[i0:i1 + 1], color=HIST_COLOR,
+                      linewidth=1.0)
+            entries.insert(0, (Patch(facecolor=HIST_COLOR, alpha=0.5), "data"))
 
     usable = fit.success and math.isfinite(fit.mean) and fit.sigma > 0
     failed_label = wrap(f"fit failed: {fit.reason or 'no result'}", 40)
     if usable:
-        if math.isfinite(fit.amplitude):
+        chi2 = f", χ²/ndf = {fit.chi2_ndf:.2f}" if math.isfinite(fit.chi2_ndf) else ""
+        for curve in fit.components:
+            ax.plot(curve.x, curve.y, color=curve.color, linestyle=curve.linestyle,
+                    linewidth=1.8)
+            entries.append((Line2D([], [], color=curve.color, linestyle=curve.linestyle,
+                                   linewidth=1.8), curve.label))
+        if not fit.components and math.isfinite(fit.amplitude):
             ax.plot(*fit.curve(), color=FIT_COLOR, linewidth=1.8)
-            chi2 = f", χ²/ndf = {fit.chi2_ndf:.2f}" if math.isfinite(fit.chi2_ndf) else ""
-            entries.append((Line2D([], [], color=FIT_COLOR, linewidth=1.8), f"Gaussian fit{chi2}"))
+            entries.append((Line2D([], [], color=FIT_COLOR, linewidth=1.8),
+                            f"{fit.model} fit{chi2}"))
         ax.axvline(fit.mean, color=MEAN_COLOR, linestyle="--", linewidth=1.2)
         mean_handle = Line2D([], [], color=MEAN_COLOR, linestyle="--")
         if math.isfinite(fit.ci95):
             ax.axvspan(fit.mean - fit.ci95, fit.mean + fit.ci95, color=MEAN_COLOR, alpha=0.15,
                        linewidth=0)  # fmt: skip
             mean_handle = (Patch(color=MEAN_COLOR, alpha=0.15), mean_handle)
-        entries.append((mean_handle, f"mean = {fmt_pm(fit.mean, fit.ci95)} {AREA_UNIT} (95% CI)"))
+        centre = "mean" if fit.model == "Gaussian" else "peak x₀"
+        entries.append((mean_handle, f"{centre} = {fmt_pm(fit.mean, fit.ci95)} {AREA_UNIT} "
+                        "(95% CI)"))
         entries.append((_blank(), f"σ = {fmt_like(fit.sigma, fit.ci95)} {AREA_UNIT}"))
+        entries += [(_blank(), wrap(note, 44)) for note in fit.notes]
     else:
         entries.append((_blank(), failed_label))
     if math.isfinite(fit.n_entries):
         entries.append((_blank(), f"N = {fit.n_entries:.0f} entries in the fitted bins"))
 
     handles, labels = zip(*entries, strict=True)
-    legend = ax.legend(handles, labels, loc="best", fontsize=FONT_SIZE - 1, framealpha=0.9,
-                       handlelength=1.5)  # fmt: skip
+    # a fit with notes (the Crystal Ball's tail and background) has a long legend: beside
+    # the axes, not over the histogram
+    place = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if fit.notes else \
+        {"loc": "best"}
+    legend = ax.legend(handles, labels, fontsize=FONT_SIZE - 1, framealpha=0.9,
+                       handlelength=1.5, **place)  # fmt: skip
     if not usable:
         legend.get_texts()[labels.index(failed_label)].set_color(FIT_COLOR)
     ax.set_xlabel(f"{quantity} [{AREA_UNIT}]")

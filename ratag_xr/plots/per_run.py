@@ -150,9 +150,21 @@ def plot_diffusion(sets: xr.Dataset, run: xr.Dataset, run_id: str) -> Figure:
         for ax, (key, _) in zip(axes, panels, strict=True):
             nothing_to_show(ax, xs[key])
     omitted_note(fig, {"no S2 duration spread": list(_set_names(sets)[~keep])})
-    fig.suptitle(f"{run_id} — longitudinal diffusion (S2 duration spread)",
-                 fontsize=FONT_SIZE + 2)  # fmt: skip
+    fig.suptitle(f"{run_id} — longitudinal diffusion (S2 duration spread; "
+                 f"{timing_text(sets.attrs)})", fontsize=FONT_SIZE + 2)  # fmt: skip
     return fig
+
+
+def timing_text(attrs) -> str:
+    """How the S2 durations were found, in words, from the ``prepare`` attributes."""
+    method = attrs.get("s2_window_method")
+    spread = {"percentile": "(p84 − p16)/2", "mad": "1.4826 MAD", "std": "std"}.get(
+        method, str(method))
+    if attrs.get("s2_timing") == "clean":
+        timing = f"clean S2 timing: start after the last gap > {attrs.get('s2_max_gap'):g} µs"
+    else:
+        timing = "reference S2 timing: first crossing after t_s1 + 0.75 t_drift"
+    return f"{timing}; spread {spread}"
 
 
 def plot_recombination(sets: xr.Dataset, run_id: str) -> Figure:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,15 +11,21 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from scipy.special import ndtr
 
 from ratag_xr.errors import AnalysisError
+from ratag_xr.physics.crystal_ball import crystal_ball_cdf
 from ratag_xr.plots._common import (
+    AREA_UNIT,
     FONT_SIZE,
+    Curve,
     HistFit,
     draw_fitted_histogram,
+    flag,
     fmt_pm,
     new_figure,
     scalar,
+    text,
     wf_id,
 )
 
@@ -38,18 +45,72 @@ TIME_MARKERS = (
 )
 
 
+BACKGROUND_COLOR = "tab:orange"
+
+
+def crystal_ball_fit(row: xr.Dataset, exclude_index: int) -> HistFit:
+    """The §15 Crystal Ball fit of one set (``row = sets.sel(set=name)``) as a
+    :class:`HistFit`: the fitted curve over its fitted bins and, for a two-stage fit, the
+    background Gaussian of the zero-area frames and the sum of both."""
+    fit = HistFit.from_dataset(row, S2_HIST_VARS, exclude_index)
+    x0, sigma = scalar(row, "s2_area_mean"), scalar(row, "s2_area_sigma")
+    beta, m = scalar(row, "s2_area_beta"), scalar(row, "s2_area_m")
+    height, chi2 = scalar(row, "s2_area_cb_amplitude"), scalar(row, "s2_area_chi2_ndf")
+    fit_range = (scalar(row, "s2_fit_low"), scalar(row, "s2_fit_high"))
+    notes = [f"tail β = {fmt_pm(beta, 1.96 * scalar(row, 's2_area_beta_err'))}, "
+             f"m = {fmt_pm(m, 1.96 * scalar(row, 's2_area_m_err'))} (95% CI)"]
+    components = []
+    edges = fit.edges
+    usable = fit.success and all(map(math.isfinite, (x0, sigma, beta, m, height, *fit_range)))
+    if usable and edges.size > 1:
+        half = 0.5 * float(np.mean(np.diff(edges)))  # curves in counts per (mean) bin
+
+        def per_bin(x):
+            return height * (crystal_ball_cdf(x + half, x0, sigma, beta, m, "right")
+                             - crystal_ball_cdf(x - half, x0, sigma, beta, m, "right"))
+
+        x_sig = np.linspace(*fit_range, 400)
+        chi2_text = f", χ²/ndf = {chi2:.2f}" if math.isfinite(chi2) else ""
+        components.append(Curve(x_sig, per_bin(x_sig), f"Crystal Ball fit{chi2_text}"))
+        bg_mean, bg_sigma = scalar(row, "s2_bg_mean"), scalar(row, "s2_bg_sigma")
+        bg_n = scalar(row, "s2_bg_amplitude")
+        if flag(row, "s2_two_stage") and flag(row, "s2_bg_success"):
+            x_all = np.linspace(edges[0], edges[-1], 800)
+            z = (x_all[:, None] + np.array([half, -half]) - bg_mean) / bg_sigma
+            bg = bg_n * (ndtr(z[:, 0]) - ndtr(z[:, 1]))
+            components.append(Curve(x_all, bg, "background: zero-area Gaussian "
+                                    "(stage 1)", BACKGROUND_COLOR))
+            inside = (x_all >= fit_range[0]) & (x_all <= fit_range[1])
+            total = bg + np.where(inside, per_bin(np.clip(x_all, *fit_range)), 0.0)
+            components.append(Curve(x_all, total, "sum", "0.3", ":"))
+            notes.append(f"background μ = {bg_mean:.3g}, σ = {bg_sigma:.3g} {AREA_UNIT}, "
+                         f"{bg_n:.0f} frames under it")
+        elif flag(row, "s2_two_stage"):
+            notes.append(f"background fit failed: {text(row, 's2_bg_reason')}; Crystal Ball "
+                         f"fitted from {fit_range[0]:.3g} {AREA_UNIT}")
+    excluded = "outside the Crystal Ball fit" if flag(row, "s2_two_stage") else "not fitted"
+    return dataclasses.replace(fit, model="Crystal Ball", fit_range=fit_range,
+                               components=tuple(components), notes=tuple(notes),
+                               excluded_label=excluded)
+
+
 def plot_s2_histogram(
     sets: xr.Dataset, set_name: str, run_id: str, *, exclude_index: int = 1
 ) -> Figure:
-    """Histogram of the ion S2 areas (mV·µs) of ``set_name`` with its Gaussian fit.
+    """Histogram of the ion S2 areas (mV·µs) of ``set_name`` with its fit.
 
-    Shows the fitted curve, the mean with its ±ci95 band, σ, χ²/ndf and N; the first
-    ``exclude_index`` bins (left out of the fit, ALGORITHMS.md §6) are drawn grey.  A failed
-    fit shows the histogram and the reason.
+    Shows the fitted curve, the mean with its ±ci95 band, σ, χ²/ndf and N; the bins left
+    out of the fit (the first ``exclude_index``, ALGORITHMS.md §6, or those outside a
+    Crystal Ball's fitted range) are drawn grey.  A §15 Crystal Ball fit also states its
+    tail parameters and, two-stage, draws the background Gaussian of the zero-area frames.
+    A failed fit shows the histogram and the reason.
     """
     row = sets.sel(set=set_name)
-    fit = HistFit.from_dataset(row, S2_HIST_VARS, exclude_index)
-    fig = new_figure(7.5, 5.0)
+    if text(row, "s2_fit_model") == "crystal_ball":
+        fit = crystal_ball_fit(row, exclude_index)
+    else:
+        fit = HistFit.from_dataset(row, S2_HIST_VARS, exclude_index)
+    fig = new_figure(11.0 if fit.notes else 7.5, 5.0)
     ax = fig.add_subplot()
     draw_fitted_histogram(ax, fit, quantity="S2 area", count_label="frames / bin")
     details = [f"drift field {scalar(row, 'drift_field'):.1f} V/cm"]

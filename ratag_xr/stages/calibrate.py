@@ -19,6 +19,9 @@ RUN = ("A_x_mean", "A_x_sigma", "A_x_ci95", "xray_amplitude", "xray_fit_success"
 RECOMBINATION = ("N_e_meas", "N_e_meas_err", "N_e_meas_err_ion", "r", "r_err", "r_err_ion",
                  "norm_A_ion", "norm_A_ion_err", "norm_A_ion_err_ion")
 SETS = (*RECOMBINATION, "sigma2_obs", "sigma2_obs_err")
+#: How the S2 durations behind the diffusion fit were found (attributes of ``prepare``'s
+#: sets, copied to the run part: §4 reference or §15 clean timing).
+DIFFUSION_TIMING = ("s2_window_method", "s2_timing", "s2_max_gap")
 
 PARAMS = (
     Param("calibrate.xray_bin_cuts", (0.6, 20.0), tuple[float, ...], "mV·µs",
@@ -59,6 +62,19 @@ def combined_xray_fit(frames: xr.Dataset, cfg):
     return ds, fit
 
 
+def diffusion(prep: xr.Dataset):
+    """§9 from ``prepare``'s per-set S2 duration statistics: σ²_obs (µs²) per set, its
+    error estimated from the number of durations, and the straight-line fit
+    (:class:`~ratag_xr.physics.diffusion.DiffusionFit`; errors from the residuals when
+    three or more sets have a σ²)."""
+    sigma2 = prep.s2_duration_std.values ** 2
+    n_dur = prep.n_s2_durations.values
+    n_usable = int(np.isfinite(sigma2).sum())
+    fit = fit_diffusion(prep.time_drift.values, prep.speed_drift.values, sigma2,
+                        n_values=n_dur, absolute_sigma=n_usable < 3)
+    return sigma2, sigma2_error_from_n(sigma2, n_dur), fit
+
+
 def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, cfg
               ) -> tuple[xr.Dataset, xr.Dataset]:
     """Per-run and per-set calibration datasets from the ion fits and prepared frames."""
@@ -72,19 +88,16 @@ def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, cf
     sets = xr.Dataset({name: ("set", np.asarray(getattr(rec, name), dtype=float))
                        for name in RECOMBINATION}, coords={"set": ion.set.values})
 
-    sigma2 = prep.s2_duration_std.values ** 2
-    n_dur = prep.n_s2_durations.values
+    sigma2, sigma2_err, dfit = diffusion(prep)
     sets["sigma2_obs"] = ("set", sigma2)
-    sets["sigma2_obs_err"] = ("set", sigma2_error_from_n(sigma2, n_dur))
-    n_usable = int(np.isfinite(sigma2).sum())
-    dfit = fit_diffusion(prep.time_drift.values, prep.speed_drift.values, sigma2,
-                         n_values=n_dur, absolute_sigma=n_usable < 3)
+    sets["sigma2_obs_err"] = ("set", sigma2_err)
     run_ds = run_ds.assign(D_L=dfit.D_L, D_L_err=dfit.D_L_err, sigma0_sq=dfit.sigma0_sq,
                            sigma0_sq_err=dfit.sigma0_sq_err, diffusion_chi2_ndf=dfit.chi2_ndf,
                            diffusion_success=bool(dfit.success),
                            diffusion_reason=dfit.reason or "")
     run_ds.attrs.update(e_xray=run_cfg.e_xray, w_value=run_cfg.w_value,
-                        diffusion_weighting=dfit.weighting)
+                        diffusion_weighting=dfit.weighting,
+                        **{k: prep.attrs[k] for k in DIFFUSION_TIMING if k in prep.attrs})
     if run_cfg.e_recoil is not None:
         run_ds.attrs["e_recoil"] = run_cfg.e_recoil
     return describe(run_ds, list(RUN)), describe(sets, list(SETS))
@@ -100,7 +113,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="calibrate",
-    version=4,
+    version=5,
     reads=("stage:prepare", "stage:frames", "stage:integrate", "config:run.e_xray",
            "config:run.w_value",
            "config:run.e_recoil", "config:run.run_id"),

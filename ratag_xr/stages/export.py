@@ -60,7 +60,9 @@ def compute(ctx) -> StageResult:
         remove_stale_temps(folder)
     lineage = output_lineage(results.lineage)
     config = ctx.config.full
-    s2 = feature_params("s2_area", config) | {"width_s2": ctx.config.integrate.width_s2}
+    s2 = feature_params("s2_area", config) | {
+        k: ctx.config.get(f"integrate.{k}") for k in ("width_s2", "n_sigma_start",
+                                                       "n_sigma_end")}
     xray = feature_params("xray_code", config)
     dt = sample_spacing(ctx.run.store)
     paths = []
@@ -74,13 +76,15 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="export",
-    version=3,
+    version=4,
     reads=tuple(f"stage:{s}" for s in ANALYSIS) + (
-        "features:pass1", "features:pass2", "config:integrate.width_s2", "config:run.run_id"),
+        "features:pass1", "features:pass2", "config:integrate.width_s2",
+        "config:integrate.n_sigma_start", "config:integrate.n_sigma_end", "config:run.run_id"),
     compute=compute,
     files=("<set>/s2_areas.npy", "<set>/s2_results.json", "<set>/xray_areas.npy",
            "<set>/xray_results.json", "<set>/frames.parquet",
-           "plots/<run_id>_xray_areas_combined.npy", "plots/<run_id>_xray_metadata.json"),
+           "plots/<run_id>_xray_areas_combined.npy", "plots/<run_id>_xray_metadata.json",
+           "plots/<run_id>_diffusion_analysis.json"),
     doc="the JSON/NPY files of every set and of the run, and every frame's results in "
         "frames.parquet (§10, §14)",
 ))

@@ -29,11 +29,18 @@ PARAMS = (
           "fallback window start = t_s1 + time_drift + ts2_tol"),
     Param("integrate.width_s2", 1.1, float, "µs", "fallback window width",
           checks=(at_least(0),)),
+    Param("integrate.n_sigma_start", 0.0, float, "", "widened window (§15): it starts "
+          "this many S2 start spreads before t_s2_start_mean (the group uses 1.0)",
+          checks=(at_least(0),)),
+    Param("integrate.n_sigma_end", 0.0, float, "", "widened window (§15): it ends this "
+          "many S2 end spreads after t_s2_end_mean (the group uses 0.5)",
+          checks=(at_least(0),)),
 )
 
 
 def integration_windows(prep: xr.Dataset, cfg) -> xr.Dataset:
-    """Per-set window [start, end] in µs: the S2 statistics, else the §5 fallback
+    """Per-set window [start, end] in µs: the S2 statistics, widened by
+    ``n_sigma_start``/``n_sigma_end`` of their spreads (§15), else the §5 fallback
     (``cfg``: the ``integrate`` section)."""
     fallback_start = prep.t_s1 + prep.time_drift + cfg.ts2_tol
     fallback_end = fallback_start + cfg.width_s2
@@ -41,8 +48,13 @@ def integration_windows(prep: xr.Dataset, cfg) -> xr.Dataset:
         estimated = np.isfinite(prep.t_s2_start_mean) & np.isfinite(prep.t_s2_end_mean)
     else:
         estimated = xr.zeros_like(prep.t_s1, dtype=bool)
-    start = xr.where(estimated, prep.t_s2_start_mean, fallback_start)
-    end = xr.where(estimated, prep.t_s2_end_mean, fallback_end)
+    start, end = prep.t_s2_start_mean, prep.t_s2_end_mean
+    if cfg.n_sigma_start:  # (a 0 leaves the window exactly as §5 has it)
+        start = start - cfg.n_sigma_start * prep.t_s2_start_std
+    if cfg.n_sigma_end:
+        end = end + cfg.n_sigma_end * prep.t_s2_end_std
+    start = xr.where(estimated, start, fallback_start)
+    end = xr.where(estimated, end, fallback_end)
     ds = xr.Dataset({"s2_window_start": start, "s2_window_end": end,
                      "s2_window_estimated": estimated})
     ds = ds.drop_vars([c for c in ds.coords if c != "set"])
@@ -107,13 +119,14 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="frames",
-    version=1,
+    version=2,
     reads=("stage:prepare", "waveforms", "features:pass1", "features:pass2",
            "config:run.run_id", "config:prepare.s1_frames", "config:prepare.s2_window_frames"),
     params=PARAMS,
     provides={"sets": WINDOWS, "frames": ("features:pass1", "features:pass2")},
     compute=compute,
     incremental=True,
-    doc="the integration window of each set; one pass over every frame runs every "
-        "per-frame feature (S2 window crossings, X-ray outcome, ion S2 area, ...) (§4, §5, §7)",
+    doc="the integration window of each set (widened as §15 allows); one pass over every "
+        "frame runs every per-frame feature (S2 window crossings, X-ray outcome, ion S2 "
+        "area, ...) (§4, §5, §7, §15)",
 ))

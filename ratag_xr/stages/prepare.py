@@ -1,9 +1,10 @@
 """Stage ``prepare`` (ALGORITHMS.md §1–§4, §7): fields and transport, S1 time, pass 1.
 
 Per set: fields, reduced fields, drift speed and time (§1) and the S1 time from
-frame-chunk means (§3).  Then the feature giving each frame's S2 crossings (§4) runs over
-every frame, and the per-set S2 window statistics are reduced from the crossings; the
-per-frame results of every feature come from the ``frames`` stage.
+frame-chunk means (§3).  Then the feature giving each frame's S2 crossings (§4, or the
+clean timing of §15 with ``prepare.s2_timing: clean``) runs over every frame, and the
+per-set S2 window statistics are reduced from the crossings; the per-frame results of
+every feature come from the ``frames`` stage.
 """
 
 from __future__ import annotations
@@ -203,6 +204,7 @@ def compute(ctx) -> StageResult:
                              progress=ctx.progress)
     sets = sets.merge(window_table(crossings, cfg))
     sets.attrs.update(run_id=ctx.run_id, s2_window_method=cfg.s2_method,
+                      s2_timing=cfg.s2_timing, s2_max_gap=cfg.s2_max_gap,
                       pressure=ctx.config.run.pressure,
                       temperature=ctx.config.run.temperature)
     return StageResult(sets=sets)
@@ -210,7 +212,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="prepare",
-    version=3,
+    version=4,
     reads=("waveforms", f"feature:{CROSSINGS}", "config:run.pressure", "config:run.temperature",
            "config:run.sets", "config:run.exclude",
            "config:run.drift_gap", "config:run.el_gap", "config:run.run_id"),
