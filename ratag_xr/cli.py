@@ -182,6 +182,8 @@ STAGE_HELP = {
     "integrate": "per-set histograms and fits of the ion S2 areas",
     "classify": "X-ray outcome counts per set",
     "calibrate": "X-ray calibration, recombination, diffusion",
+    "alpha": "alpha spectrum, peak fits, energy calibration, isotope ranges",
+    "isotopes": "every frame's alpha energy and isotope; per-isotope S2 results",
     "export": "the JSON/NPY/parquet files of every set and of the run",
     "plots": "every diagnostic figure",
 }
