@@ -86,7 +86,8 @@ def _pipeline(args, stages) -> int:
     run = run_pipeline(run_dir, out=args.out, config=config, client=client,
                        nfiles=args.nfiles, stages=stages, force=args.force,
                        rebuild=args.rebuild, wait=not args.no_wait, progress=not args.quiet)
-    if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
+    if not set(stages) & {"prepare", "integrate", "classify", "calibrate", "alpha",
+                          "isotopes"}:
         return 0
     results = load_results(run.out)
     print(summary_table(results))

@@ -77,6 +77,15 @@ def two_channel(tmp_path_factory, client):
     return run_dir, load_results(run_dir), truth, frames_truth, pmt_file
 
 
+@pytest.fixture(scope="module")
+def scipy_energies(two_channel):
+    """§12 by scipy on every frame of every set and of the monitor set (valid frames)."""
+    run_dir, _, truth, _, _ = two_channel
+    store = run_dir / "waveforms.zarr"
+    return {name: _scipy_energies(store, name)
+            for name in [e["name"] for e in truth["sets"]] + ["Ch4_noSCA"]}
+
+
 def _valid(res, name):
     fr = res.frames.sel(set=name)
     return fr.isel(frame=fr.valid.values)
@@ -90,12 +99,11 @@ def _scipy_energies(store, set_name):
                                                                            strict=True)])
 
 
-def test_every_frame_alpha_energy_equals_scipy(two_channel):
-    run_dir, res, truth, _, no_twin = two_channel
-    store = run_dir / "waveforms.zarr"
+def test_every_frame_alpha_energy_equals_scipy(two_channel, scipy_energies):
+    _, res, truth, _, no_twin = two_channel
     for entry in truth["sets"]:
         fr = _valid(res, entry["name"])
-        want = _scipy_energies(store, entry["name"])
+        want = scipy_energies[entry["name"]]
         np.testing.assert_allclose(fr.alpha_energy_sca.values, want, rtol=1e-6, atol=0)
         missing = fr.file.values == no_twin
         assert missing.any() == (entry["name"] == truth["sets"][NO_TWIN[0]]["name"])
@@ -109,12 +117,12 @@ def test_every_frame_alpha_energy_equals_scipy(two_channel):
     assert units == "SCA MeV" and res.frames.alpha_energy_mev.attrs["units"] == "MeV"
 
 
-def test_the_spectrum_holds_every_frame_of_the_run_and_the_monitor_sets(two_channel):
+def test_the_spectrum_holds_every_frame_of_the_run_and_the_monitor_sets(two_channel,
+                                                                         scipy_energies):
     run_dir, res, truth, _, _ = two_channel
-    store = run_dir / "waveforms.zarr"
     run = res.run
-    pmt = np.concatenate([_scipy_energies(store, e["name"]) for e in truth["sets"]])
-    monitor = _scipy_energies(store, "Ch4_noSCA")
+    pmt = np.concatenate([scipy_energies[e["name"]] for e in truth["sets"]])
+    monitor = scipy_energies["Ch4_noSCA"]
     assert monitor.size == 300 and list(run.monitor.values) == ["Ch4_noSCA"]
     edges = np.linspace(4.0, 8.2, 121)
     counts = np.histogram(np.r_[pmt, monitor][np.isfinite(np.r_[pmt, monitor])], edges)[0]
