@@ -29,6 +29,7 @@ _API = {
     "run_ion_integration": "ratag_xr.pipeline",
     "run_xray_classification": "ratag_xr.pipeline",
     "run_calibration_analysis": "ratag_xr.pipeline",
+    "run_isotope_analysis": "ratag_xr.pipeline",
     "run_pipeline": "ratag_xr.runner",
     "load_results": "ratag_xr.pipeline",
     "simulate_run": "ratag_xr.simulate",

@@ -89,7 +89,8 @@ def _pipeline(args, stages) -> int:
     report = run.out / "report.html"
     if "report" in stages and report.is_file():
         print(f"report: {report}")
-    if not set(stages) & {"prepare", "integrate", "classify", "calibrate"}:
+    if not set(stages) & {"prepare", "integrate", "classify", "calibrate", "alpha",
+                          "isotopes"}:
         return 0
     results = load_results(run.out)
     print(summary_table(results))
@@ -217,6 +218,8 @@ STAGE_HELP = {
     "integrate": "per-set histograms and fits of the ion S2 areas",
     "classify": "X-ray outcome counts per set",
     "calibrate": "X-ray calibration, recombination, diffusion",
+    "alpha": "alpha spectrum, peak fits, energy calibration, isotope ranges",
+    "isotopes": "every frame's alpha energy and isotope; per-isotope S2 results",
     "export": "the JSON/NPY/parquet files of every set and of the run",
     "plots": "every diagnostic figure",
     "report": "report.html: the run on one page (tables, figures, files, lineage)",

@@ -23,7 +23,7 @@ from dask.base import tokenize
 from dask.layers import ArrayBlockwiseDep
 
 from ratag_xr.errors import AnalysisError, RatagError
-from ratag_xr.features import Feature, select
+from ratag_xr.features import PASSES, Feature, select
 
 TIME = "time"
 # A time coordinate within this fraction of a sample of t0 + i*dt counts as uniform.
@@ -109,6 +109,20 @@ def frame_scaling(waveform: xr.DataArray, frame_dims=None):
         values = _frame_shaped(waveform.coords[name].astype(np.float64), frame_dims)
         out.append(np.where(np.isfinite(values), values, neutral))
     return out[0], out[1]
+
+
+#: mV per unit of a waveform's ``units`` attribute: the kernels take mV (the feature
+#: contract), the store keeps the alpha channel in V
+MV_PER_UNIT = {"mV": 1.0, "V": 1000.0}
+
+
+def mv_per_unit(waveform: xr.DataArray) -> float:
+    """Factor from ``waveform``'s units to mV (no ``units`` attribute: mV)."""
+    units = waveform.attrs.get("units", "mV")
+    if units not in MV_PER_UNIT:
+        raise RatagError(f"waveform {waveform.name!r} has units {units!r}; the kernels take "
+                         f"mV and convert only from {sorted(MV_PER_UNIT)}")
+    return MV_PER_UNIT[units]
 
 
 def time_axis(time: xr.DataArray | np.ndarray) -> tuple[float, float]:
@@ -292,6 +306,12 @@ class FrameRecords:
         return xr.Dataset(variables, coords=self.coords, attrs=dict(self.attrs))
 
 
+def _has_channel(source, channel: str) -> bool:
+    if isinstance(source, xr.DataArray):
+        return channel == "pmt"
+    return CHANNEL_VARS[channel][0] in source.data_vars
+
+
 def _channel_arrays(source, selected) -> dict[str, tuple[xr.DataArray, xr.DataArray | None]]:
     """Per channel the selected features read: (waveform with time last, valid mask)."""
     wanted = list(dict.fromkeys(f.channel for f in selected))
@@ -328,6 +348,10 @@ def frame_records(source: xr.DataArray | xr.Dataset, args: Mapping,
     axis, scaling and ``alpha_valid`` mask), chunked alike along ``frame``.
     """
     selected = select(features)
+    if features is None or (isinstance(features, str) and features in PASSES):
+        # "every feature (of a pass)": those of the channels the source has; a feature
+        # asked for by name must find its channel
+        selected = [f for f in selected if _has_channel(source, f.channel)]
     arrays = _channel_arrays(source, selected)
     first = next(iter(arrays.values()))[0]
     frame_dims = first.dims[:-1]
@@ -338,6 +362,9 @@ def frame_records(source: xr.DataArray | xr.Dataset, args: Mapping,
             raise RatagError(f"the {channel} waveform has frame dims {wf.dims[:-1]}, "
                              f"not {frame_dims}")
         scale, offset = frame_scaling(wf, frame_dims)
+        to_mv = mv_per_unit(wf)
+        if to_mv != 1.0:  # e.g. the alpha channel, stored in V
+            scale, offset = scale * to_mv, offset * to_mv
         per_frame = np.ndim(scale) > 0  # each file its own scale: travels with each chunk
         t0, dt = time_axis(wf[wf.dims[-1]])
         feats = [f for f in selected if f.channel == channel]
@@ -358,8 +385,9 @@ def frame_records(source: xr.DataArray | xr.Dataset, args: Mapping,
         per_channel.append((valid, values, (scale, offset) if per_frame else None))
         prefix = "" if channel == "pmt" else f"{channel}_"
         if per_frame:  # the scales are in the frames' coordinates
-            attrs |= {f"{prefix}scale_factor": f"per frame: {wf.attrs['scale_coord']}",
-                      f"{prefix}add_offset": f"per frame: {wf.attrs['offset_coord']}"}
+            times = "" if to_mv == 1.0 else f" x {to_mv:g}"  # in mV, as the kernels got it
+            attrs |= {f"{prefix}scale_factor": f"per frame: {wf.attrs['scale_coord']}{times}",
+                      f"{prefix}add_offset": f"per frame: {wf.attrs['offset_coord']}{times}"}
         else:
             attrs |= {f"{prefix}scale_factor": scale, f"{prefix}add_offset": offset}
         attrs |= {f"{prefix}t0": t0, f"{prefix}dt": dt}
@@ -413,9 +441,11 @@ def compute_features(waveform: xr.DataArray | xr.Dataset, args: Mapping,
     inputs by name, as :func:`ratag_xr.features.arguments` gives them (feature name ->
     input name -> scalar or DataArray, e.g. per ``set``); a flat mapping input name ->
     value also works.
-    ``features``: None (all registered), a pass name ("pass1", "pass2"), a feature name or
-    a list of names.  Returns a Dataset with the waveform's non-time dims and coords, one
-    variable per feature output (``units``, ``long_name``); outputs of frames whose
-    ``valid`` coordinate is False are NaN (integer outputs: their declared fill).
+    ``features``: None (all registered), a pass name ("pass1", "pass2") — of both, those
+    whose channel the source has —, a feature name or a list of names.  Returns a Dataset
+    with the waveform's non-time dims and coords, one variable per feature output
+    (``units``, ``long_name``); outputs of frames whose ``valid`` coordinate is False are
+    NaN (integer outputs: their declared fill).  A channel stored in V (``units``
+    attribute) reaches the kernels in mV, as every kernel takes it.
     """
     return frame_records(waveform, args, features).to_dataset()

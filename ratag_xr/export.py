@@ -1,10 +1,11 @@
 """The files of ALGORITHMS.md §10 and the per-frame table, written from the labeled results.
 
-Per set, in ``OUT/<set>/``: ``s2_areas.npy``, ``s2_results.json``, ``xray_areas.npy``,
-``xray_results.json`` and ``frames.parquet`` (one row per frame, one column per frame
-identity coordinate and per feature output).  Per run, in ``OUT/plots/``:
-``<run_id>_xray_areas_combined.npy``, ``<run_id>_xray_metadata.json`` and
-``<run_id>_diffusion_analysis.json`` (the PNG figures are the plots stage's).
+Per set, in ``OUT/<set>/``: ``s2_areas.npy``, ``s2_results.json`` (with ``isotopes`` for a
+two-channel run, §14), ``xray_areas.npy``, ``xray_results.json`` and ``frames.parquet``
+(one row per frame, one column per frame identity coordinate and per per-frame variable).
+Per run, in ``OUT/plots/``: ``<run_id>_xray_areas_combined.npy``,
+``<run_id>_xray_metadata.json``, ``<run_id>_diffusion_analysis.json`` and, for a run with
+alpha data, ``<run_id>_alpha_calibration.json`` (the PNG figures are the plots stage's).
 
 Every file is written atomically (:mod:`ratag_xr.io.atomic`): a reader never sees a
 half-written file, and a failed export leaves the previous file in place.  JSON has no
@@ -35,7 +36,8 @@ from ratag_xr.io.atomic import (
 from ratag_xr.plots import wf_id
 from ratag_xr.vocabulary import XrayOutcome
 
-__all__ = ["S2_PARAMS", "export_run", "export_set", "frames_table", "wf_id"]
+__all__ = ["S2_PARAMS", "alpha_calibration", "export_alpha", "export_run", "export_set",
+           "frames_table", "isotope_results", "wf_id"]
 
 #: ``sets`` count variable -> X-ray outcomes it counts (checked against the frames).
 XRAY_COUNTS = {
@@ -87,6 +89,9 @@ DIFFUSION_RUN_FIELDS = {
 }  # fmt: skip
 #: Frame identity columns of ``frames.parquet``, first, in this order.
 IDENTITY = ("file", "frame_in_file", "trigger_time")
+#: Then these, in §14's order (where present), then every other per-frame variable.
+COLUMNS = ("s2_start", "s2_end", "s2_duration", "s2_area", "xray_code", "xray_area",
+           "alpha_energy_sca", "alpha_energy_mev", "isotope")
 _EVENT_BLOCK = 65536  # frames formatted per write: bounds memory for sets of millions
 
 
@@ -155,8 +160,10 @@ class SetFrames:
             )
 
 
-def s2_results(row: xr.Dataset, params: dict, lineage: dict, method: str) -> dict:
-    """Content of ``s2_results.json`` for one set (``row = sets.sel(set=name)``)."""
+def s2_results(row: xr.Dataset, params: dict, lineage: dict, method: str,
+               isotopes: dict | None = None) -> dict:
+    """Content of ``s2_results.json`` for one set (``row = sets.sel(set=name)``); with
+    ``isotopes`` (:func:`isotope_results`, two-channel runs) also its ``isotopes`` entry."""
     what = f"sets (set {row['set'].values.item()})"
     missing = sorted(set(S2_PARAMS) - set(params))
     if missing:
@@ -187,6 +194,10 @@ def s2_results(row: xr.Dataset, params: dict, lineage: dict, method: str) -> dic
     if timing:
         result["s2_timing"] = timing
         units["s2_timing.max_gap"] = "µs"
+    if isotopes is not None:
+        result["isotopes"] = isotopes["isotopes"]
+        result["n_untagged"] = isotopes["n_untagged"]
+        units["isotopes"] = isotopes["units"]
     result["units"] = units
     result["lineage"] = lineage
     return result
@@ -218,6 +229,85 @@ def diffusion_results(run_id: str, sets: xr.Dataset, run: xr.Dataset, lineage: d
         "weighting": run.attrs.get("diffusion_weighting"), "sets": rows, "units": units,
         "lineage": lineage,
     }  # fmt: skip
+
+
+#: ``s2_results.json`` ``isotopes`` key -> (set, isotope) variable (§14)
+ISOTOPE_FIELDS = {
+    "mean": "iso_s2_area_mean", "sigma": "iso_s2_area_sigma", "ci95": "iso_s2_area_ci95",
+    "fit_success": "iso_s2_fit_success", "fit_reason": "iso_s2_fit_reason",
+    "n_frames": "iso_n_frames", "N_e_meas": "iso_N_e_meas",
+    "N_e_meas_err": "iso_N_e_meas_err", "r": "iso_r", "r_err": "iso_r_err",
+    "r_err_ion": "iso_r_err_ion",
+}  # fmt: skip
+
+
+def isotope_results(sets: xr.Dataset, run: xr.Dataset, set_name: str) -> dict:
+    """The per-isotope entry of one set's ``s2_results.json`` (§14): per isotope {mean,
+    sigma, ci95, fit_success, n_frames, E_recoil_keV, r, r_err, ...}, the untagged count
+    and the units."""
+    row = sets.sel(set=set_name)
+    what = f"sets (set {set_name})"
+    out = {}
+    for name in (str(n) for n in row["isotope"].values):
+        iso = row.sel(isotope=name)
+        entry = {key: _value(iso, var, what) for key, var in ISOTOPE_FIELDS.items()}
+        entry["E_recoil_keV"] = _value(run.sel(isotope=name), "E_recoil", "run")
+        out[name] = entry
+    units = {key: _units(row, var) for key, var in ISOTOPE_FIELDS.items()}
+    units["E_recoil_keV"] = _units(run, "E_recoil")
+    return {"isotopes": out, "n_untagged": _value(row, "n_untagged", what), "units": units}
+
+
+def alpha_calibration(run: xr.Dataset, run_id: str, lineage: dict) -> dict:
+    """Content of ``<run_id>_alpha_calibration.json`` (§14): per peak {x0, sigma, beta, m,
+    fit_success, ref_energy, range: [lo, hi], ...}, ``linear`` [a, b], ``quadratic``
+    [a, b, c] (E = a + b·x + c·x², MeV, x in SCA MeV), ``order_used`` and
+    ``overlap_boundary_mev``."""
+    peaks = {}
+    for name in (str(n) for n in run["isotope"].values):
+        p = run.sel(isotope=name)
+
+        def v(var, p=p, what=f"run (peak {name})"):
+            return _value(p, var, what)
+        peaks[name] = {
+            "x0": v("alpha_peak_x0"), "x0_err": v("alpha_peak_x0_err"),
+            "sigma": v("alpha_peak_sigma"), "beta": v("alpha_peak_beta"),
+            "m": v("alpha_peak_m"), "fit_success": v("alpha_peak_success"),
+            "fit_reason": v("alpha_peak_reason"), "chi2_ndf": v("alpha_peak_chi2_ndf"),
+            "n_entries": v("alpha_peak_n_entries"), "ref_energy": v("alpha_peak_ref_energy"),
+            "energy": v("alpha_peak_energy"),
+            "residual_linear": v("alpha_peak_residual_linear"),
+            "residual_quadratic": v("alpha_peak_residual_quadratic"),
+            "window": [v("alpha_peak_window_lo"), v("alpha_peak_window_hi")],
+            "range": [v("alpha_range_lo"), v("alpha_range_hi")],
+        }
+    coef = run["alpha_cal_coef"]
+    return {
+        "run_id": run_id, "peaks": peaks,
+        "linear": coef.sel(alpha_order=1).values[:2].tolist(),
+        "quadratic": coef.sel(alpha_order=2).values.tolist(),
+        "order_used": _value(run, "alpha_cal_order_used", "run"),
+        "success": _value(run, "alpha_cal_success", "run"),
+        "reason": _value(run, "alpha_cal_reason", "run"),
+        "overlap_boundary_mev": _value(run, "alpha_overlap_boundary", "run"),
+        "n_frames": _value(run, "alpha_n_frames", "run"),
+        "n_monitor_frames": {str(m): int(n) for m, n in zip(
+            run["monitor"].values, run["alpha_monitor_n_frames"].values, strict=True)},
+        "units": {"x0": "SCA MeV", "sigma": "SCA MeV", "window": "SCA MeV",
+                  "ref_energy": "MeV", "energy": "MeV", "residual_linear": "MeV",
+                  "residual_quadratic": "MeV", "range": "MeV", "overlap_boundary_mev": "MeV",
+                  "linear": ["MeV", "MeV/(SCA MeV)"],
+                  "quadratic": ["MeV", "MeV/(SCA MeV)", "MeV/(SCA MeV)^2"]},
+        "lineage": lineage,
+    }  # fmt: skip
+
+
+def export_alpha(out_dir, run_id: str, run: xr.Dataset, lineage: dict) -> list[Path]:
+    """Write ``plots/<run_id>_alpha_calibration.json`` (:func:`alpha_calibration`)."""
+    folder = Path(out_dir) / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return [atomic_write_json(folder / f"{run_id}_alpha_calibration.json",
+                              alpha_calibration(run, run_id, lineage))]
 
 
 def _event_lines(frames: SetFrames) -> Iterator[str]:
@@ -280,14 +370,16 @@ def _write_xray_results(path: Path, head: str, frames: SetFrames) -> Path:
 
 
 def export_set(out_dir, set_name: str, sets: xr.Dataset, frames: xr.Dataset, params: dict,
-               lineage: dict, *, xray_params: dict | None = None) -> list[Path]:
+               lineage: dict, *, xray_params: dict | None = None,
+               isotopes: dict | None = None) -> list[Path]:
     """Write the per-set files into ``out_dir/<set_name>/``; returns their paths.
 
     ``params``: ``n_pedestal``, ``ma_window``, ``bs_threshold`` (mV), ``dt`` (the set's
     sample spacing, µs) and ``width_s2`` (µs) for ``s2_results.json``; ``xray_params`` (by
     default ``params``) is written as ``xray_results.json`` ``params``.  ``lineage``:
     configuration and code version, copied into both JSON files.  The S2 method is the
-    ``s2_window_method`` attribute of ``sets`` (else ``params["method"]``).
+    ``s2_window_method`` attribute of ``sets`` (else ``params["method"]``).  ``isotopes``
+    (:func:`isotope_results`) adds the per-isotope results to ``s2_results.json``.
     """
     method = sets.attrs.get("s2_window_method", params.get("method"))
     if not method:
@@ -296,7 +388,7 @@ def export_set(out_dir, set_name: str, sets: xr.Dataset, frames: xr.Dataset, par
     row = sets.sel(set=set_name)
     fr = SetFrames.from_frames(frames, set_name)
     # Every check runs before the first file is written: a refused set leaves no files.
-    s2_text = dumps_json(s2_results(row, params, lineage, method))
+    s2_text = dumps_json(s2_results(row, params, lineage, method, isotopes))
     xray_head = dumps_json(xray_results_header(set_name, fr, row, xray_params or params,
                                                lineage))
     table = frames_table(fr, frames)
@@ -318,10 +410,11 @@ def frames_table(fr: SetFrames, frames: xr.Dataset):
 
     from ratag_xr.features import FEATURES
 
-    # identity, then the features' outputs in registry order, then anything else by name:
-    # the same columns in the same order whatever order the results were stored in
+    # identity, §14's columns, then the features' outputs in registry order, then anything
+    # else by name: the same columns in the same order whatever order they were stored in
     declared = [o for f in FEATURES.values() for o in f.output_names]
-    order = [c for c in (*IDENTITY, *declared) if c in fr.columns]
+    order = [c for c in (*IDENTITY, *COLUMNS, *declared) if c in fr.columns]
+    order = list(dict.fromkeys(order))
     order += sorted(c for c in fr.columns if c not in order)
     fields, arrays = [], []
     for name in order:

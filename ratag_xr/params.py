@@ -263,8 +263,9 @@ def declare_check(name: str, check: Callable) -> Callable:
 
 
 #: Checks against the run's data (``fn(config, facts) -> problem or None``), run once the
-#: run is discovered and ingested, before any pass.  ``facts``: ``sets`` (names) and
-#: ``n_samples`` (set -> samples per frame of its PMT record).
+#: run is discovered and ingested, before any pass.  ``facts``: ``sets`` (names),
+#: ``n_samples`` (set -> samples per frame of its PMT record) and ``alpha_samples`` (set or
+#: alpha monitor set -> samples per frame of its alpha record, where it has one).
 DATA_CHECKS: dict[str, Callable] = {}
 
 

@@ -29,7 +29,7 @@ from ratag_xr.errors import ConfigError, RatagError, StoreError
 from ratag_xr.io.lock import output_lock
 from ratag_xr.params import PARAMS, check_against_data
 from ratag_xr.pipeline.context import Run, manifest_hash, versions
-from ratag_xr.pipeline.frames import analysis_nodes, set_order
+from ratag_xr.pipeline.frames import analysis_nodes, monitor_order, set_order
 from ratag_xr.pipeline.results import (
     load_stage,
     save_stage,
@@ -75,8 +75,10 @@ def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
             "config": {k: config.get(k) for k in stage.config_keys()},
             "features": feature_registry.lineage(stage.features(), config),
             "upstream": dict(upstream)}
-    if stage.reads_waveforms:
-        sets = set_order(run.store, config.run)
+    if stage.reads_waveforms or stage.reads_monitors:
+        sets = set_order(run.store, config.run) if stage.reads_waveforms else []
+        if stage.reads_monitors:  # the alpha monitor sets' files (§11)
+            sets = sets + monitor_order(run.store, config.run)
         first = stage.input_frames(config) if stage.input_frames else None
         body["input"] = {"sets": sets, "manifest": manifest_hash(run, sets, first),
                          "nfiles": run.nfiles, "first_frames": first}
@@ -233,14 +235,19 @@ def _check_provided(stage: Stage, result: StageResult) -> None:
 
 
 def run_facts(run: Run) -> dict:
-    """What the config is checked against: the analysed sets and their record lengths."""
+    """What the config is checked against: the analysed sets and their record lengths
+    (``alpha_samples``: the alpha record of each set and monitor set that has one)."""
     from ratag_xr.store import store_state
 
     state = store_state(run.store)
     sets = set_order(run.store, run.config.run)
+    places = {**{n: state["sets"][n] for n in sets},
+              **{n: state["monitors"][n] for n in monitor_order(run.store, run.config.run)}}
+    alpha_keys = {n: state["nodes"][p["node"]].get("alpha_key") for n, p in places.items()}
     return {"sets": sets,
             "n_samples": {n: int(state["nodes"][state["sets"][n]["node"]]["key"]["n_samples"])
-                          for n in sets}}
+                          for n in sets},
+            "alpha_samples": {n: int(k["n_samples"]) for n, k in alpha_keys.items() if k}}
 
 
 def _check_store(run: Run) -> None:

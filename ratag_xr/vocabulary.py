@@ -5,7 +5,10 @@
 written into ``xray_results.json`` and the name of its per-set count.
 
 :data:`SCHEMA` names every per-set and per-run result variable: which part of a stage's
-results holds it (``sets`` or ``run``), its units and long name.  Stages take units and
+results holds it (``sets`` or ``run``), its units and long name; and the per-frame labels a
+stage derives from the features (part ``frames``: the calibrated alpha energy and the
+isotope of §14), which :func:`~ratag_xr.pipeline.results.load_results` makes coordinates of
+the frames.  Stages take units and
 long names from here (:func:`describe`), exports take units from the stored attributes
 that came from here, and the tests build their fixtures from it.  Per-frame variables are
 declared by the features (:mod:`ratag_xr.features`) and the store's frame identity.
@@ -74,7 +77,7 @@ _OUTCOMES = {
 class Var:
     """One result variable: the part that holds it, its units and long name."""
 
-    part: str  # "sets" or "run"
+    part: str  # "sets", "run" or "frames" (per-frame labels a stage derives)
     units: str
     long_name: str
 
@@ -84,6 +87,7 @@ def _vars(part: str, table: dict) -> dict[str, Var]:
 
 
 _CI = "95% confidence half-width"
+_SCA = "SCA MeV"  # the alpha energy scale of §12: max of the smoothed pulse (V) / 1.058
 
 SCHEMA: dict[str, Var] = {
     # prepare: fields and transport (§1), S1 (§3), S2 window statistics (§4)
@@ -184,8 +188,79 @@ SCHEMA: dict[str, Var] = {
         "diffusion_reason": ("1", "why the diffusion fit failed"),
         "xray_hist": ("1", "X-rays per bin, all sets"),
         "xray_hist_edges": ("mV·µs", "bin edges of the combined X-ray histogram"),
+        # alpha (§13): the run's spectrum, per peak (dim isotope), the calibration
+        "alpha_spectrum": ("1", "frames per bin of alpha_energy_sca, all frames of the run"),
+        "alpha_spectrum_edges": (_SCA, "bin edges of the alpha spectrum"),
+        "alpha_monitor_spectrum": ("1", "frames per bin of alpha_energy_sca, per alpha "
+                                   "monitor set"),
+        "alpha_monitor_n_frames": ("1", "frames with an alpha energy, per alpha monitor set"),
+        "alpha_n_frames": ("1", "frames of the PMT sets with an alpha energy"),
+        "alpha_peak_start": (_SCA, "start value of the peak position x0"),
+        "alpha_peak_window_lo": (_SCA, "low end of the peak's fit window"),
+        "alpha_peak_window_hi": (_SCA, "high end of the peak's fit window"),
+        "alpha_peak_ref_energy": ("MeV", "reference energy of the alpha line"),
+        "alpha_peak_x0": (_SCA, "fitted peak position (Crystal Ball x0)"),
+        "alpha_peak_x0_err": (_SCA, "uncertainty of x0 (1 sigma)"),
+        "alpha_peak_sigma": (_SCA, "fitted Crystal Ball sigma"),
+        "alpha_peak_beta": ("1", "fitted Crystal Ball tail start beta (left tail)"),
+        "alpha_peak_m": ("1", "fitted Crystal Ball tail power m"),
+        "alpha_peak_amplitude": (f"1/({_SCA})", "fitted peak height (frames per SCA MeV)"),
+        "alpha_peak_continuum_a": (f"1/({_SCA})", "beta continuum at its origin (frames per "
+                                   "SCA MeV; NaN: no continuum)"),
+        "alpha_peak_continuum_lambda": (f"1/({_SCA})", "beta continuum slope"),
+        "alpha_peak_continuum_origin": (_SCA, "beta continuum origin (the window's low end)"),
+        "alpha_peak_n_entries": ("1", "frames in the fitted bins"),
+        "alpha_peak_chi2_ndf": ("1", "likelihood chi2 per degree of freedom of the peak fit"),
+        "alpha_peak_success": ("1", "the peak fit succeeded"),
+        "alpha_peak_reason": ("1", "why the peak fit failed"),
+        "alpha_peak_energy": ("MeV", "calibrated energy of the fitted peak, E(x0)"),
+        "alpha_peak_residual_linear": ("MeV", "reference - linear calibration at x0"),
+        "alpha_peak_residual_quadratic": ("MeV", "reference - quadratic calibration at x0"),
+        "alpha_cal_coef": (f"MeV/({_SCA})^power", "calibration E = sum_k c_k x^k (x in SCA "
+                           "MeV), order 1 and order 2"),
+        "alpha_cal_order_used": ("1", "calibration order used"),
+        "alpha_cal_success": ("1", "the alpha calibration succeeded"),
+        "alpha_cal_reason": ("1", "why the alpha calibration failed"),
+        "alpha_range_lo": ("MeV", "low end of the isotope's energy range"),
+        "alpha_range_hi": ("MeV", "high end of the isotope's energy range"),
+        "alpha_range_centre": ("MeV", "calibrated peak centre E(x0) of the range"),
+        "alpha_range_sigma": ("MeV", "calibrated peak width |E'(x0)| sigma"),
+        "alpha_overlap_boundary": ("MeV", "energy where the calibrated Th228 and Ra224 "
+                                   "shapes are equal (NaN: the ranges do not overlap)"),
+        # isotopes (§14), per run and isotope
+        "E_recoil": ("keV", "recoil energy of the daughter, Q·4/A"),
+        "iso_N_exp": ("electrons", "electrons expected from the recoil energy (E_R / W)"),
+        "alpha_energy_hist_edges": ("MeV", "bin edges of the per-set calibrated alpha "
+                                    "spectra"),
+    }),
+    # isotopes (§14), per set and isotope
+    **_vars("sets", {
+        "iso_N_e_meas": ("electrons", "measured ionisation electrons (A_ion / g_S2), per "
+                         "isotope"),
+        "iso_N_e_meas_err": ("electrons", f"iso_N_e_meas {_CI} (ion and X-ray fits)"),
+        "iso_N_e_meas_err_ion": ("electrons", f"iso_N_e_meas {_CI} (ion fit only)"),
+        "iso_r": ("1", "recombination fraction against the recoil energy, per isotope"),
+        "iso_r_err": ("1", f"iso_r {_CI} (ion and X-ray fits)"),
+        "iso_r_err_ion": ("1", f"iso_r {_CI} (ion fit only)"),
+        "n_untagged": ("1", "valid frames in no isotope range (kept, not dropped)"),
+        "n_no_alpha": ("1", "valid frames without an alpha energy (no alpha twin, NaN)"),
+        "alpha_energy_hist": ("1", "frames per bin of the calibrated alpha energy"),
+    }),
+    # isotopes (§14), per frame: labels (coordinates of load_results(out).frames)
+    **_vars("frames", {
+        "alpha_energy_mev": ("MeV", "calibrated alpha energy E(alpha_energy_sca)"),
+        "isotope": ("1", "isotope whose energy range holds the frame's alpha energy "
+                    "(untagged: none)"),
     }),
 }
+
+#: the per-set fit of §6 once more, per set and isotope (§14): ``iso_<name>``
+ISOTOPE_FIT = ("s2_area_mean", "s2_area_sigma", "s2_area_ci95", "s2_area_amplitude",
+               "s2_area_chi2_ndf", "s2_area_n_entries", "s2_fit_success", "s2_fit_reason",
+               "n_frames", "n_area_nan")
+SCHEMA.update({f"iso_{name}": Var("sets", SCHEMA[name].units,
+                                  f"{SCHEMA[name].long_name}, per isotope")
+               for name in ISOTOPE_FIT})
 
 
 def describe(ds, names=None):

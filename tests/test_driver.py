@@ -255,6 +255,36 @@ def test_kernels_run_in_worker_processes(client, raw):
                                rtol=1e-9)
 
 
+def test_a_channel_stored_in_volts_reaches_the_kernels_in_mv(threads_client, raw):
+    """The kernel contract is mV; the store keeps the alpha channel in V (units "V"): the
+    driver converts its scale and offset, a channel of other units is refused."""
+    alpha = np.arange(len(N_VALID) * N_SLOTS * 50, dtype=np.int16).reshape(
+        len(N_VALID), N_SLOTS, 50)
+    pmt = waveform_array(raw)
+    node = xr.Dataset(
+        {"waveform": pmt.drop_vars("valid"),
+         "alpha_waveform": (("set", "frame", "alpha_time"), da.from_array(alpha, chunks=(1, 2, -1)),
+                            {"scale_factor": 0.04, "add_offset": 0.1, "units": "V"})},
+        coords={"alpha_time": np.arange(50) * 0.004, "valid": pmt.valid})
+    register(Feature(name="alpha_last", kernel=frame_last, inputs=(),
+                     outputs=(Output("alpha_last", "mV", "last alpha sample"),),
+                     pass_="pass1", channel="alpha"))
+    try:
+        ds = compute_features(node, {}, features=["alpha_last"]).compute()
+        ok = pmt.valid.values
+        np.testing.assert_allclose(ds.alpha_last.values[ok],
+                                   (alpha[..., -1] * 0.04 + 0.1)[ok] * 1000.0, rtol=1e-12)
+        assert ds.attrs["alpha_scale_factor"] == pytest.approx(40.0)
+        node["alpha_waveform"].attrs["units"] = "counts"
+        with pytest.raises(RatagError, match="units 'counts'"):
+            compute_features(node, {}, features=["alpha_last"])
+        # "every feature" of a PMT waveform alone: the alpha features are not among them
+        alone = compute_features(pmt, per_set_params())
+        assert "alpha_last" not in alone and "alpha_energy_sca" not in alone
+    finally:
+        unregister("alpha_last")
+
+
 def test_numpy_backed_waveform_gives_the_same_result(threads_client, raw):
     lazy = compute_features(waveform_array(raw), per_set_params())
     eager = compute_features(waveform_array(raw).compute(), per_set_params())

@@ -29,14 +29,19 @@ from ratag_xr.simulate import SimConfig, simulate_run
 
 SIM = SimConfig(sets=((150, 1650), (300, 1800), (450, 1950)), files_per_set=2,
                 frames_per_file=40, sampling_rate_gs=1.0, record_start_us=-4.0,
-                record_end_us=26.0, xray_fraction=0.9, seed=8)
-ALL = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots", "report")
+                record_end_us=26.0, xray_fraction=0.9, seed=8,
+                alpha=True)  # two channels, so that flipping an alpha key changes results
+ALL = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes",
+       "export", "plots", "report")
 READS = {  # stage -> the stages whose results it reads (ALGORITHMS.md: §1-§10)
     "prepare": (), "frames": ("prepare",), "integrate": ("frames",), "classify": ("frames",),
     "calibrate": ("prepare", "frames", "integrate"),
-    "export": ("prepare", "frames", "integrate", "classify", "calibrate"),
-    "plots": ("prepare", "frames", "integrate", "classify", "calibrate"),
-    "report": ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots"),
+    "alpha": ("frames",),  # §13 (and the alpha monitor sets' waveforms)
+    "isotopes": ("frames", "alpha", "calibrate"),  # §14
+    "export": ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes"),
+    "plots": ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes"),
+    "report": ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes",
+               "export", "plots"),
 }
 _PASS1 = {"prepare.n_pedestal", "prepare.ma_window", "prepare.threshold_s2",
           "prepare.s2_clip", "prepare.s2_timing", "prepare.s2_max_gap", "xray.ts2_tol",
@@ -44,6 +49,7 @@ _PASS1 = {"prepare.n_pedestal", "prepare.ma_window", "prepare.threshold_s2",
           "xray.min_s1_sep", "xray.min_xray_area"}  # §4, §7 and their §15 options
 _WIDENED = {"integrate.n_sigma_start", "integrate.n_sigma_end"}  # §15 window
 _PASS2 = {"prepare.n_pedestal", "prepare.ma_window", "integrate.bs_threshold"}
+_ALPHA = {"alpha.alpha_threshold_bs", "alpha.savgol_window", "alpha.sca_factor"}  # §12
 DIRECT = {  # stage -> the config keys it reads itself
     "prepare": {"run.pressure", "run.temperature", "run.drift_gap", "run.el_gap", "run.run_id",
                 "run.sets", "run.exclude", "ingest.nfiles", "prepare.s1_batches",
@@ -53,8 +59,8 @@ DIRECT = {  # stage -> the config keys it reads itself
                 "prepare.s2_duration_cuts", "prepare.s2_min_values", "prepare.s1_frames",
                 "prepare.s2_window_frames"} | _PASS1,  # S2 crossings
     "frames": {"run.run_id", "ingest.nfiles", "integrate.use_estimated_s2_windows",
-               "prepare.s1_frames", "prepare.s2_window_frames",
-               "integrate.ts2_tol", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2,
+               "prepare.s1_frames", "prepare.s2_window_frames", "integrate.ts2_tol",
+               "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2 | _ALPHA,
     "integrate": {"run.run_id", "integrate.bin_cuts", "integrate.nbins",
                   "integrate.exclude_index", "integrate.auto_range",
                   "integrate.per_set", "integrate.fit_model", "integrate.two_stage",
@@ -64,7 +70,12 @@ DIRECT = {  # stage -> the config keys it reads itself
     "calibrate": {"run.run_id", "run.e_xray", "run.w_value", "run.e_recoil",
                   "calibrate.xray_bin_cuts", "calibrate.xray_nbins",
                   "calibrate.xray_exclude_index"},
-    "export": {"run.run_id", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2,  # JSON
+    "alpha": {"run.run_id", "run.sets", "run.exclude", "ingest.nfiles",  # monitor sets
+              "alpha.nbins", "alpha.energy_range", "alpha.peaks", "alpha.order",
+              "alpha.n_sigma"} | _ALPHA,
+    "isotopes": {"run.run_id", "run.w_value", "integrate.bin_cuts", "integrate.nbins",
+                 "integrate.exclude_index", "integrate.auto_range", "integrate.per_set"},
+    "export": {"run.run_id", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2 | _ALPHA,
     "plots": {"run.run_id", "ingest.nfiles", "prepare.n_pedestal", "integrate.exclude_index",
               "calibrate.xray_exclude_index"},
     "report": {"run.run_id"},
@@ -80,6 +91,14 @@ SET_NAMES = ("FieldScan_Gate150_Anode1650", "FieldScan_Gate300_Anode1800",
              "FieldScan_Gate450_Anode1950")
 #: key -> the value it is flipped to (each differs from the default)
 FLIPS = {
+    # first, while all three sets are in: each changes the alpha results of 240 frames
+    # (the order first: with every peak fitted, the automatic order is 2)
+    "alpha.order": 1, "alpha.n_sigma": 2.5, "alpha.alpha_threshold_bs": 250.0,
+    "alpha.savgol_window": 401, "alpha.sca_factor": 1.06, "alpha.nbins": 100,
+    "alpha.energy_range": [4.1, 8.1],
+    "alpha.peaks": [{"name": "Th228", "x0": 4.5, "window": [4.0, 4.6], "energy_mev": 5.42315},
+                    {"name": "Rn220", "x0": 5.4, "window": [5.0, 5.5], "energy_mev": 6.40484},
+                    {"name": "Po216", "x0": 5.9, "window": [5.5, 6.1], "energy_mev": 6.90628}],
     "run.run_id": "RUNX", "run.pressure": 2.3, "run.temperature": 300.0,
     "run.drift_gap": 1.5, "run.el_gap": 0.9, "run.w_value": 23.0, "run.e_xray": 12000.0,
     "run.e_recoil": 96840.0, "run.sets": ["*Gate150*", "*Gate300*"],
@@ -224,7 +243,7 @@ def test_store_keys_need_a_rebuild(raw_run, tmp_path, client):
     run = open_analysis(raw_run, out=out, client=client)
     run.progress = False
     run_stages(run, ["prepare"], say=lambda _: None)
-    for key, value in (("run.polarity", "positive"), ("run.channels", {"pmt": 3})):
+    for key, value in (("run.polarity", "positive"), ("run.channels", {"pmt": 1, "alpha": 2})):
         flipped = open_analysis(run, config=Config({"run": {key.split(".")[1]: value}}))
         with pytest.raises(StoreError, match=rf"{key} = .*rebuild"):
             run_stages(flipped, ["prepare"], say=lambda _: None)

@@ -36,6 +36,9 @@ EXPECTED = {
                                 r"'frames': 'computed'",
                                 r"'plots': 'computed'"], 1),
     "04_cluster.ipynb": ([r"Dask: 2 worker\(s\)", r"A_x = \d"], 0),
+    "05_isotopes.ipynb": ([r"Dimensions:\s+\(set: 4, isotope: 5\)",
+                           r"\biso_s2_area_mean\s+\(set, isotope\) float64",
+                           r"\bn_untagged\s+\(set\) int64"], 4),
 }
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 

@@ -391,9 +391,12 @@ def test_alpha_pulse_heights_follow_the_th228_chain():
     np.testing.assert_allclose(counts, isotope_fractions(), atol=0.06)
     for i, peak in enumerate(sca_of_energy(REFERENCE_MEV)):  # medians sit at the peaks
         assert abs(np.median(sca[ev.isotope == i]) - peak) < 0.1
-    # the low-energy tail: more readings far below a peak than above it
+    # the low-energy tail: more readings far below a peak than above it (0.25 SCA MeV is
+    # 3.3 sigma of the resolution)
     dev = sca[has] - sca_of_energy(np.asarray(REFERENCE_MEV)[ev.isotope[has]])
-    assert (dev < -0.15).sum() > 3 * max(1, (dev > 0.15).sum())
+    assert (dev < -0.25).sum() > 3 * max(1, (dev > 0.25).sum())
+    # and the readings are the truth's, the §12 baseline's share of the tail included
+    assert abs(np.median(sca[has] - ev.sca[has])) < 0.01
     truth = alpha_truth(cfg)
     assert truth["isotopes"] == list(ISOTOPES) and truth["fractions"][4] == pytest.approx(
         0.64 / 4.64)

@@ -1,6 +1,7 @@
 """The analysis of a run, from raw files to every output, as Python functions.
 
-    ingest -> prepare -> frames -> integrate -> classify -> calibrate -> export -> plots
+    ingest -> prepare -> frames -> integrate -> classify -> calibrate -> alpha -> isotopes
+           -> export -> plots
 
 The stages are declared in :mod:`ratag_xr.stages` and run by :mod:`ratag_xr.runner`; each
 stores its labeled results in ``OUT/results.zarr`` and is reused while its lineage (raw
@@ -12,6 +13,7 @@ from ratag_xr.pipeline.api import (
     prepare_run,
     run_calibration_analysis,
     run_ion_integration,
+    run_isotope_analysis,
     run_xray_classification,
 )
 from ratag_xr.pipeline.context import Run, open_analysis
@@ -27,5 +29,5 @@ def __getattr__(name):
 
 
 __all__ = ["PIPELINE", "Results", "Run", "load_results", "open_analysis", "prepare_run",
-           "run_calibration_analysis", "run_ion_integration", "run_pipeline",
-           "run_xray_classification"]
+           "run_calibration_analysis", "run_ion_integration", "run_isotope_analysis",
+           "run_pipeline", "run_xray_classification"]

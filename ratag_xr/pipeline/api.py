@@ -96,5 +96,19 @@ def run_calibration_analysis(run, ion_fitted_areas: xr.Dataset | None = None,
                                                                    "sets")
 
 
+def run_isotope_analysis(run, flag_plot: bool = True, *, out=None, config=None, client=None,
+                         force: bool | None = None) -> tuple[xr.Dataset, xr.Dataset]:
+    """§12–§14 for a two-channel run: the alpha spectrum, its calibration and the isotope
+    ranges, every frame's isotope and the per-isotope ion S2 results; returns
+    ``(alpha_run_dataset, isotope_sets_dataset)`` (dims ``isotope`` and ``(set,
+    isotope)``).  With ``flag_plot`` the alpha figures are drawn (none for a run without
+    alpha data)."""
+    run = open_analysis(run, out=out, config=config, client=client, force=force)
+    _run(run, ["isotopes"])
+    if flag_plot:
+        _plot(run, ("prepare", "frames", "integrate", "calibrate", "alpha", "isotopes"))
+    return load_stage(run.results, "alpha", "run"), load_stage(run.results, "isotopes", "sets")
+
+
 __all__ = ["Results", "load_results", "prepare_run", "run_calibration_analysis",
-           "run_ion_integration", "run_xray_classification"]
+           "run_ion_integration", "run_isotope_analysis", "run_xray_classification"]

@@ -7,10 +7,10 @@ from fnmatch import fnmatchcase
 import numpy as np
 import xarray as xr
 
-from ratag_xr.driver import frame_records
+from ratag_xr.driver import CHANNEL_VARS, frame_records
 from ratag_xr.features import Feature, arguments, select
 from ratag_xr.pipeline.context import persist_with_progress
-from ratag_xr.store import natural_sorted, run_nodes, store_state
+from ratag_xr.store import alpha_nodes, natural_sorted, run_nodes, store_state
 
 FRAME_IDENTITY = ("file", "frame_in_file", "trigger_time", "valid")
 
@@ -19,7 +19,16 @@ def set_order(store, run_cfg=None) -> list[str]:
     """The store's PMT sets chosen by the ``run`` section's ``sets``/``exclude`` patterns
     (all without ``run_cfg``), in lexicographic order of their names (the run's frame
     order is per set).  The store may hold more: choosing sets needs no re-ingest."""
-    names = sorted(store_state(store)["sets"])
+    return _chosen(sorted(store_state(store)["sets"]), run_cfg)
+
+
+def monitor_order(store, run_cfg=None) -> list[str]:
+    """The store's alpha monitor sets (``Ch4_noSCA``, ``Ch4_SCA_<x>``: alpha channel only,
+    ALGORITHMS.md §11) chosen by the same patterns as :func:`set_order`, in name order."""
+    return _chosen(sorted(store_state(store)["monitors"]), run_cfg)
+
+
+def _chosen(names: list[str], run_cfg) -> list[str]:
     if run_cfg is None:
         return names
     if run_cfg.sets is not None:
@@ -41,11 +50,29 @@ def analysis_nodes(store, nfiles: int | None = None, sets=None) -> dict[str, xr.
     """The store's nodes (raw codes), with ``valid`` limited to each set's first ``nfiles``
     files (in natural order, ALGORITHMS.md §2) when given (test mode on a store that
     holds more)."""
-    nodes = run_nodes(store, raw=True)
-    if sets is not None:  # only the chosen sets (nodes without one are left out)
-        nodes = {name: ds.isel(set=np.flatnonzero(np.isin(ds.set.values, list(sets))))
-                 for name, ds in nodes.items()}
-        nodes = {name: ds for name, ds in nodes.items() if ds.sizes["set"]}
+    return _test_mode(_only(run_nodes(store, raw=True), sets), nfiles)
+
+
+def monitor_nodes(store, nfiles: int | None = None, sets=None) -> dict[str, xr.Dataset]:
+    """The store's alpha monitor nodes (raw codes, ``alpha_waveform`` only) with their
+    ``sets`` (default: every monitor set), ``valid`` limited as in :func:`analysis_nodes`."""
+    nodes = {name: ds for name, ds in alpha_nodes(store, raw=True).items()
+             if "waveform" not in ds.data_vars}
+    chosen = monitor_order(store) if sets is None else sets
+    return _test_mode(_only(nodes, chosen), nfiles)
+
+
+def _only(nodes: dict[str, xr.Dataset], sets) -> dict[str, xr.Dataset]:
+    """The nodes restricted to ``sets`` (None: all); nodes without one are left out."""
+    if sets is None:
+        return nodes
+    nodes = {name: ds.isel(set=np.flatnonzero(np.isin(ds.set.values, list(sets))))
+             for name, ds in nodes.items()}
+    return {name: ds for name, ds in nodes.items() if ds.sizes["set"]}
+
+
+def _test_mode(nodes: dict[str, xr.Dataset], nfiles: int | None) -> dict[str, xr.Dataset]:
+    """``valid`` limited to each set's first ``nfiles`` files (natural order)."""
     if nfiles is None:
         return nodes
     out = {}
@@ -77,11 +104,22 @@ def first_frames(nodes: dict[str, xr.Dataset], n: int | None) -> dict[str, xr.Da
     return out
 
 
+def node_features(ds: xr.Dataset, features: list[Feature]) -> list[Feature]:
+    """The ``features`` whose channel node ``ds`` has (a PMT-only node runs no alpha
+    feature, an alpha monitor node no PMT feature)."""
+    return [f for f in features if CHANNEL_VARS[f.channel][0] in ds.data_vars]
+
+
 def _node_records(nodes: dict[str, xr.Dataset], features: list[Feature], args: dict
                   ) -> list[tuple]:
-    names = [f.name for f in features]
-    return [(ds, frame_records(ds, node_args(ds, args), features=names))
-            for ds in nodes.values()]
+    """Per node: (node, its records or None when it can run none of ``features``,
+    ``features``)."""
+    out = []
+    for ds in nodes.values():
+        runnable = [f.name for f in node_features(ds, features)]
+        records = frame_records(ds, node_args(ds, args), runnable) if runnable else None
+        out.append((ds, records, features))
+    return out
 
 
 def _combine(parts: list[xr.Dataset]) -> xr.Dataset:
@@ -98,8 +136,19 @@ def _combine(parts: list[xr.Dataset]) -> xr.Dataset:
     return combined.sortby("set")
 
 
-def _labeled(ds: xr.Dataset, records, data=None) -> xr.Dataset:
-    out = records.to_dataset(data)
+def _labeled(ds: xr.Dataset, records, features: list[Feature], data=None) -> xr.Dataset:
+    """The node's records labeled; the outputs of features it could not run (its channel
+    is absent) are there too, at their fill value (NaN), so every node has every output."""
+    dims = ("set", "frame")
+    out = xr.Dataset(coords={d: ds[d] for d in dims}) if records is None else \
+        records.to_dataset(data)
+    shape = tuple(out.sizes[d] for d in dims)
+    for feature in features:
+        for o in feature.outputs:
+            if o.name not in out:
+                out[o.name] = xr.Variable(dims, np.full(shape, o.fill_value, o.dtype),
+                                          {"units": o.units, "long_name": o.long_name,
+                                           **o.attrs})
     return out.assign_coords({k: ds[k] for k in FRAME_IDENTITY})
 
 
@@ -114,7 +163,7 @@ def map_features(nodes: dict[str, xr.Dataset], features, config, per_set=None
     """
     selected = select(features)
     records = _node_records(nodes, selected, arguments(selected, config, per_set))
-    return _combine([_labeled(ds, rec) for ds, rec in records])
+    return _combine([_labeled(ds, rec, feats) for ds, rec, feats in records])
 
 
 def compute_pass(nodes: dict[str, xr.Dataset], features, config, client, *,
@@ -126,11 +175,11 @@ def compute_pass(nodes: dict[str, xr.Dataset], features, config, client, *,
     data)."""
     selected = select(features)
     nodes_records = _node_records(nodes, selected, arguments(selected, config, per_set))
-    lazy = [rec.data for _, rec in nodes_records]
-    lazy = persist_with_progress(client, lazy, label, progress)
-    computed = client.compute(lazy, sync=True)
-    return _combine([_labeled(ds, rec, data) for (ds, rec), data in
-                     zip(nodes_records, computed, strict=True)])
+    lazy = [rec.data for _, rec, _ in nodes_records if rec is not None]
+    computed = iter(client.compute(persist_with_progress(client, lazy, label, progress),
+                                   sync=True) if lazy else [])
+    return _combine([_labeled(ds, rec, feats, None if rec is None else next(computed))
+                     for ds, rec, feats in nodes_records])
 
 
 def _fill_values(parts: list[xr.Dataset]) -> dict:

@@ -157,4 +157,16 @@ def load_results(out: str | Path) -> Results:
         parts[stage] = {p: load_stage(results, stage, p) for p in stored_parts(results, stage)}
     if not lineages:
         raise StoreError(f"{results}: no stage has been stored yet")
-    return Results(lineage=lineages, **merge_parts(parts))
+    merged = merge_parts(parts)
+    merged["frames"] = frame_labels(merged["frames"])
+    return Results(lineage=lineages, **merged)
+
+
+def frame_labels(frames: xr.Dataset) -> xr.Dataset:
+    """``frames`` with the per-frame labels stages derive (the schema's ``frames`` part:
+    calibrated alpha energy, isotope) as coordinates: they select frames
+    (``frames.where(frames.isotope == "Ra224")``) and stay attached to every variable."""
+    from ratag_xr.vocabulary import SCHEMA
+
+    return frames.set_coords([name for name, var in SCHEMA.items()
+                              if var.part == "frames" and name in frames.data_vars])

@@ -40,6 +40,20 @@ def summary_table(results) -> str:
                      f"{_fmt(run.A_x_ci95.item(), '.4f')} mV·µs   g_S2 = "
                      f"{_fmt(run.g_S2.item(), '.4g')} mV·µs/e   D_L = "
                      f"{_fmt(run.D_L.item(), '.4g')} ± {_fmt(run.D_L_err.item(), '.2g')} mm²/µs")
+    n_alpha = (int(run.alpha_n_frames) + int(run.alpha_monitor_n_frames.sum())
+               if "alpha_n_frames" in run else 0)
+    if n_alpha:
+        fitted = [str(n) for n, ok in zip(run.isotope.values, run.alpha_peak_success.values,
+                                          strict=True) if ok]
+        cal = (f"calibration order {int(run.alpha_cal_order_used)}"
+               if bool(run.alpha_cal_success) else
+               f"calibration failed: {run.alpha_cal_reason.item()}")
+        tagged = ""
+        if "iso_n_frames" in sets and "n_untagged" in sets:
+            n_tagged = int(sets.iso_n_frames.sum())
+            tagged = f"; {n_tagged} of {n_tagged + int(sets.n_untagged.sum())} frames tagged"
+        lines.append(f"alpha: {n_alpha} frames, peaks fitted {len(fitted)}/"
+                     f"{run.sizes['isotope']} ({', '.join(fitted) or 'none'}), {cal}{tagged}")
     return "\n".join(lines)
 
 

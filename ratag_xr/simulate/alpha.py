@@ -13,8 +13,11 @@ record shorter than the PMT's.  Model, per frame (one trigger):
 * SCA reading: a smooth quadratic ``sca = c0 + c1 E + c2 E²`` (least squares through the
   §13 table's peak positions; its coefficients are in ``truth.json``) is what the §12
   estimator ``savgol_filter(v - baseline, 501, 3).max() / 1.058`` returns for the
-  noise-free pulse: the pulse height in volts is ``sca × 1.058 / k``, k the Savitzky–Golay
-  maximum of the unit pulse at this sampling rate.
+  noise-free pulse, its baseline included (the mean of the samples below 0.3 V takes in
+  the pulse's decayed tail): the pulse height is solved for that
+  (:func:`heights_for_readings`); it is about ``sca × 1.058 / k``, k the Savitzky–Golay
+  maximum of the unit pulse at this sampling rate (``volts_per_sca`` in the truth), plus
+  ~1 %.
 * Pulse: CR–RC shape ``exp(−t/τ_decay) − exp(−t/τ_rise)`` (rise tens of ns, decay ~1 µs),
   normalised to height 1, starting at ``alpha_time_us``; a DC baseline (jittered per
   frame) and white noise; rounded to codes and clipped like the PMT channel.
@@ -42,6 +45,7 @@ SCA_PEAKS = (4.5, 4.8, 5.4, 5.9, 7.5)
 RELATIVE_ACTIVITY = (1.0, 1.0, 1.0, 1.0, 0.64)
 SCA_FACTOR = 1.058  # §12
 SAVGOL_WINDOW, SAVGOL_ORDER = 501, 3  # §12
+BASELINE_THRESHOLD_V, MIN_BELOW = 0.3, 10  # §12: the baseline is the mean below 0.3 V
 
 
 def sca_coefficients() -> tuple[float, float, float]:
@@ -81,6 +85,45 @@ def savgol_gain(dt_us: float, rise_ns: float, decay_us: float) -> float:
                                SAVGOL_ORDER).max())
 
 
+@lru_cache(maxsize=16)
+def _sorted_record_pulse(dt_us: float, start_us: float, n: int, onset_us: float,
+                         rise_ns: float, decay_us: float) -> tuple[np.ndarray, np.ndarray]:
+    """The unit pulse on the record's samples, sorted, and its cumulative sums."""
+    p = np.sort(unit_pulse(start_us + np.arange(n) * dt_us - onset_us, rise_ns, decay_us))
+    return p, np.cumsum(p)
+
+
+def heights_for_readings(config: SimConfig, sca: np.ndarray, baseline_v: np.ndarray
+                         ) -> np.ndarray:
+    """Pulse heights (V) whose noise-free frames the §12 estimator reads as ``sca``.
+
+    On a DC baseline ``b`` a pulse ``h·p`` reads ``(b + h·k − B) / 1.058`` with k the
+    Savitzky–Golay maximum of the unit pulse and B §12's baseline: the mean of the samples
+    below 0.3 V, which takes in the pulse's own tail once it has decayed below 0.3 V, so
+    ``B = b + h·c(h)``, c the mean of ``p`` over the samples with ``p < (0.3 − b)/h``
+    (with fewer than 10 such samples, the median of the first 200, before the pulse:
+    c = 0).  ``h·(k − c(h))`` grows with h; a fixed-point iteration from h = 1.058·sca/k
+    converges in a few steps (c changes slowly with h).
+    """
+    c = config
+    k = savgol_gain(c.x_spacing_us, c.alpha_rise_ns, c.alpha_decay_us)
+    p, cum = _sorted_record_pulse(c.x_spacing_us, c.alpha_record_start_us, alpha_n_samples(c),
+                                  c.alpha_time_us, c.alpha_rise_ns, c.alpha_decay_us)
+    target = np.asarray(sca, dtype=np.float64) * SCA_FACTOR
+    height = target / k
+    for _ in range(30):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            limit = np.where(height > 0, (BASELINE_THRESHOLD_V - baseline_v) / height, np.inf)
+        below = np.searchsorted(p, limit, side="left")  # samples with p < limit
+        mean = cum[np.maximum(below, 1) - 1] / np.maximum(below, 1)
+        tail = np.where(below >= MIN_BELOW, mean, 0.0)
+        new = target / (k - tail)
+        if np.allclose(new, height, rtol=1e-12, atol=0.0):
+            return new
+        height = new
+    return height
+
+
 @dataclass
 class AlphaEvents:
     """Per-frame truth of the alpha channel of one file (arrays of length n_frames)."""
@@ -118,10 +161,9 @@ def draw_alpha_events(rng: np.random.Generator, config: SimConfig, n: int) -> Al
     energy = energy - np.where(tail, rng.exponential(c.alpha_tail_mev, n), 0.0)
     energy = np.maximum(energy, 0.0)
     sca = sca_of_energy(energy)
-    gain = savgol_gain(c.x_spacing_us, c.alpha_rise_ns, c.alpha_decay_us)
-    height = np.maximum(sca, 0.0) * SCA_FACTOR / gain
     onset = c.alpha_time_us + 0.005 * rng.standard_normal(n)
     baseline = c.alpha_baseline_v + c.alpha_baseline_jitter_v * rng.standard_normal(n)
+    height = heights_for_readings(c, np.maximum(sca, 0.0), baseline)
     return AlphaEvents(isotope=np.where(has, isotope, -1).astype(np.int8),
                        energy_mev=np.where(has, energy, np.nan),
                        sca=np.where(has, sca, np.nan), height_v=np.where(has, height, 0.0),
@@ -160,7 +202,7 @@ def alpha_truth(config: SimConfig) -> dict:
         "sca_table": list(SCA_PEAKS),
         "sca_factor": SCA_FACTOR,
         "savgol": {"window": SAVGOL_WINDOW, "order": SAVGOL_ORDER, "unit_pulse_max": gain},
-        "volts_per_sca": SCA_FACTOR / gain,
+        "volts_per_sca": SCA_FACTOR / gain,  # before the §12 baseline's share of the tail
         "resolution_mev": config.alpha_resolution_mev,
         "tail": {"fraction": config.alpha_tail_fraction, "mean_loss_mev": config.alpha_tail_mev},
         "missing_fraction": config.alpha_missing_fraction,

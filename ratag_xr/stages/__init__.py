@@ -11,8 +11,9 @@ its lineage.
 
 Reads are strings: ``stage:<name>`` (its stored results), ``features:<pass>`` (every
 registered feature of that pass, parameters included), ``config:<section>`` (every key of
-the section that can change a result) or ``config:<section>.<key>``, and ``waveforms``
-(the ingested raw data: the file manifest enters the lineage).
+the section that can change a result) or ``config:<section>.<key>``, ``waveforms``
+(the ingested raw data of the PMT sets: the file manifest enters the lineage) and
+``monitors`` (that of the alpha monitor sets, ALGORITHMS.md §11).
 
 The built-in stages are the modules of this package, registered in run order.
 """
@@ -61,7 +62,8 @@ class Stage:
         object.__setattr__(self, "reads", tuple(self.reads))
         object.__setattr__(self, "params", tuple(self.params))
         bad = [r for r in self.reads if not r.startswith(
-            ("stage:", "features:", "feature:", "config:")) and r != "waveforms"]
+            ("stage:", "features:", "feature:", "config:")) and r not in ("waveforms",
+                                                                          "monitors")]
         if bad:
             raise RatagError(f"stage {self.name!r}: unknown read(s) {bad}")
         unknown = set(self.provides) - set(PARTS)
@@ -76,6 +78,10 @@ class Stage:
     @property
     def reads_waveforms(self) -> bool:
         return "waveforms" in self.reads
+
+    @property
+    def reads_monitors(self) -> bool:
+        return "monitors" in self.reads
 
     def features(self):
         """The registered features this stage runs (its ``features:``/``feature:`` reads)."""
@@ -177,8 +183,8 @@ class ConfigView:
 
 
 STAGES: dict[str, Stage] = {}
-ORDER = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots",
-         "report")
+ORDER = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes",
+         "export", "plots", "report")
 
 
 def register(stage: Stage) -> Stage:

@@ -2,7 +2,9 @@
 
 It reads only the stored results of the analysis stages; the parameters written into the
 JSON files are those of the features that computed the exported values, so what a file
-says it used is what was used.
+says it used is what was used.  The alpha outputs (§14: the alpha columns of
+``frames.parquet``, ``isotopes`` in ``s2_results.json``, ``<run_id>_alpha_calibration.json``)
+are written only for a run with alpha data.
 """
 
 from __future__ import annotations
@@ -10,15 +12,23 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ratag_xr.export import export_run, export_set
-from ratag_xr.features import FEATURES
+from ratag_xr.export import export_alpha, export_run, export_set, isotope_results
+from ratag_xr.features import FEATURES, select
 from ratag_xr.io.atomic import remove_stale_temps
 from ratag_xr.pipeline.context import versions
 from ratag_xr.pipeline.results import Results, merge_parts
 from ratag_xr.stages import Stage, StageResult, register
+from ratag_xr.stages.alpha import has_alpha
+from ratag_xr.stages.isotopes import FRAMES as ISOTOPE_LABELS
 from ratag_xr.store import store_state
 
-ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate")
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes")
+
+
+def alpha_columns() -> list[str]:
+    """The per-frame variables of the alpha channel: the alpha features' outputs and the
+    isotope labels (left out of ``frames.parquet`` for a run without alpha data)."""
+    return [o for f in select(channel="alpha") for o in f.output_names] + list(ISOTOPE_LABELS)
 
 
 def output_lineage(lineages: dict) -> dict:
@@ -65,12 +75,18 @@ def compute(ctx) -> StageResult:
                                                        "n_sigma_end")}
     xray = feature_params("xray_code", config)
     dt = sample_spacing(ctx.run.store)
+    alpha = has_alpha(results.run)
+    frames = results.frames if alpha else results.frames.drop_vars(
+        [n for n in alpha_columns() if n in results.frames])
     paths = []
     for name in names:
-        paths += export_set(ctx.run.out, name, results.sets, results.frames,
-                            s2 | {"dt": dt[name]}, lineage, xray_params=xray | {"dt": dt[name]})
-    paths += export_run(ctx.run.out, ctx.run_id, results.sets, results.run, results.frames,
-                        lineage)
+        isotopes = isotope_results(results.sets, results.run, name) if alpha else None
+        paths += export_set(ctx.run.out, name, results.sets, frames,
+                            s2 | {"dt": dt[name]}, lineage, xray_params=xray | {"dt": dt[name]},
+                            isotopes=isotopes)
+    paths += export_run(ctx.run.out, ctx.run_id, results.sets, results.run, frames, lineage)
+    if alpha:
+        paths += export_alpha(ctx.run.out, ctx.run_id, results.run, lineage)
     return StageResult(files=paths)
 
 
@@ -84,7 +100,8 @@ STAGE = register(Stage(
     files=("<set>/s2_areas.npy", "<set>/s2_results.json", "<set>/xray_areas.npy",
            "<set>/xray_results.json", "<set>/frames.parquet",
            "plots/<run_id>_xray_areas_combined.npy", "plots/<run_id>_xray_metadata.json",
-           "plots/<run_id>_diffusion_analysis.json"),
+           "plots/<run_id>_diffusion_analysis.json",
+           "plots/<run_id>_alpha_calibration.json"),
     doc="the JSON/NPY files of every set and of the run, and every frame's results in "
         "frames.parquet (§10, §14)",
 ))

@@ -1,4 +1,4 @@
-"""Stage ``plots``: every figure of ALGORITHMS.md §10, from :data:`FIGURES`.
+"""Stage ``plots``: every figure of ALGORITHMS.md §10 and §14, from :data:`FIGURES`.
 
 :data:`FIGURES` is the one list of figures: each says its file name, whether it is drawn
 per set or per run, which stages' results it needs and how it is drawn.  The stage draws
@@ -25,6 +25,7 @@ from ratag_xr.cluster import os_errors_returned, task_result
 from ratag_xr.io.atomic import atomic_save_figure, remove_stale_temps
 from ratag_xr.pipeline.results import Results
 from ratag_xr.stages import Stage, StageResult, register
+from ratag_xr.stages.alpha import has_alpha
 from ratag_xr.store import open_set
 
 N_VALIDATION_FRAMES = 10
@@ -34,12 +35,18 @@ N_VALIDATION_FRAMES = 10
 class FigureSpec:
     """One figure: ``name`` (file ``<set>_<name>.png`` or ``<run_id>_<name>.png``),
     ``per`` ("set" or "run"), the stages whose results it draws, and ``draw(job, results,
-    set_name)`` returning a :class:`matplotlib.figure.Figure` (None: nothing to draw)."""
+    set_name)`` returning a :class:`matplotlib.figure.Figure` (None: nothing to draw);
+    ``when(results)``, if given, says whether the run has what the figure shows (the
+    alpha figures: a run with alpha data)."""
 
     name: str
     per: str
     needs: tuple[str, ...]
     draw: Callable
+    when: Callable | None = None
+
+    def applies(self, results: Results) -> bool:
+        return self.when is None or bool(self.when(results))
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,20 @@ FIGURES = (
                lambda job, res, _: plots.plot_diffusion(res.sets, res.run, job.run_id)),
     FigureSpec("recombination", "run", ("calibrate",),
                lambda job, res, _: plots.plot_recombination(res.sets, job.run_id)),
+    # §14: only for a run with alpha data
+    FigureSpec("alpha_spectrum", "set", ("alpha", "isotopes"),
+               lambda job, res, name: plots.plot_alpha_spectrum_set(res.sets, res.run, name,
+                                                                    job.run_id),
+               when=lambda res: has_alpha(res.run)),
+    FigureSpec("alpha_spectrum", "run", ("alpha",),
+               lambda job, res, _: plots.plot_alpha_spectrum(res.run, job.run_id),
+               when=lambda res: has_alpha(res.run)),
+    FigureSpec("alpha_calibration", "run", ("alpha",),
+               lambda job, res, _: plots.plot_alpha_calibration(res.run, job.run_id),
+               when=lambda res: has_alpha(res.run)),
+    FigureSpec("s2_vs_drift_isotopes", "run", ("prepare", "integrate", "isotopes"),
+               lambda job, res, _: plots.plot_s2_vs_drift_isotopes(res.sets, job.run_id),
+               when=lambda res: has_alpha(res.run)),
 )
 
 
@@ -104,7 +125,8 @@ def figure_path(job: FigureJob, spec: FigureSpec, set_name: str | None) -> Path:
 def _draw(job: FigureJob, name: str, set_name: str | None, results: Results) -> list[Path]:
     """One figure (a task): what it reads lazily (waveforms) is read right here, not sent
     back to the cluster as tasks of their own."""
-    spec = next(f for f in FIGURES if f.name == name)
+    spec = next(f for f in FIGURES if f.name == name and (f.per == "set") == (set_name
+                                                                                is not None))
     with dask.config.set(scheduler="synchronous"):
         fig = spec.draw(job, results, set_name)
     if fig is None:
@@ -117,10 +139,11 @@ def render(job: FigureJob, results: Results, available, client=None) -> list[Pat
     names = [str(s) for s in results.sets.set.values]
     job.plots_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(job.plots_dir)
-    todo = [(spec.name, s) for spec in FIGURES if set(spec.needs) <= set(available)
-            for s in (names if spec.per == "set" else [None])]
     small = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
                     lineage=results.lineage)
+    todo = [(spec.name, s) for spec in FIGURES
+            if set(spec.needs) <= set(available) and spec.applies(small)
+            for s in (names if spec.per == "set" else [None])]
     if client is None:
         return [p for name, s in todo for p in _draw(job, name, s, small)]
     shared = client.scatter(small, broadcast=True)
@@ -138,7 +161,7 @@ def figure_job(run, config) -> FigureJob:
                      xray_exclude_index=config.calibrate.xray_exclude_index)
 
 
-ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate")
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes")
 
 
 def compute(ctx) -> StageResult:
@@ -152,12 +175,13 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="plots",
-    version=3,
+    version=4,
     reads=tuple(f"stage:{s}" for s in ANALYSIS) + (
         "waveforms", "config:prepare.n_pedestal", "config:integrate.exclude_index",
         "config:calibrate.xray_exclude_index", "config:run.run_id"),
     compute=compute,
     files=tuple(f"plots/<{'set' if f.per == 'set' else 'run_id'}>_{f.name}.png"
                 for f in FIGURES),
-    doc="every diagnostic figure (150 DPI PNG), one task each (§10)",
+    doc="every diagnostic figure (150 DPI PNG), one task each; the alpha figures for a run "
+        "with alpha data (§10, §14)",
 ))

@@ -1,0 +1,138 @@
+"""Stage ``isotopes`` (ALGORITHMS.md §14): every frame's calibrated alpha energy and isotope,
+and the ion S2 results per set and isotope.
+
+Per frame: ``alpha_energy_mev`` = E(``alpha_energy_sca``) with the ``alpha`` stage's
+calibration, and ``isotope``: the range (calibrated MeV, the scale of the energies) that
+holds it, or ``untagged`` (outside every range, no alpha twin, NaN energy).  Untagged
+frames are kept and counted.  Both are labels of the frames: ``load_results(out).frames``
+has them as coordinates, so ``frames.where(frames.isotope == "Ra224")`` selects.
+
+Per set and isotope: the ion S2 area fit of §6 (the same histogram settings as the
+``integrate`` stage, on that isotope's frames) and, with the run's X-ray gain, N_e and the
+recombination against the recoil's own expected electrons, N_exp = E_R / W with
+E_R = Q·4/A (:func:`~ratag_xr.physics.alpha.recoil_energy_kev`); uncertainties as §8 (ion
+fit only, and ion plus X-ray fit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from ratag_xr.physics.alpha import (
+    Q_VALUES_KEV,
+    UNTAGGED,
+    isotope_recombination,
+    recoil_energy_kev,
+    tag,
+)
+from ratag_xr.physics.calibration import XrayCalibration
+from ratag_xr.stages import Stage, StageResult, register
+from ratag_xr.stages.alpha import calibrated, stored_ranges
+from ratag_xr.stages.integrate import fit_table
+from ratag_xr.vocabulary import ISOTOPE_FIT, describe
+
+FRAMES = ("alpha_energy_mev", "isotope")
+#: integrate's per-set fit variable -> the per-(set, isotope) variable
+ISO_FIT = {name: f"iso_{name}" for name in ISOTOPE_FIT}
+RECOMBINATION = ("N_e_meas", "N_e_meas_err", "N_e_meas_err_ion", "r", "r_err", "r_err_ion")
+ISO_RECOMBINATION = {name: f"iso_{name}" for name in RECOMBINATION}
+SETS = (*ISO_FIT.values(), *ISO_RECOMBINATION.values(), "n_untagged", "n_no_alpha",
+        "alpha_energy_hist")
+RUN = ("E_recoil", "iso_N_exp", "alpha_energy_hist_edges")
+
+
+def label_frames(frames: xr.Dataset, alpha: xr.Dataset) -> xr.Dataset:
+    """``alpha_energy_mev`` and ``isotope`` of every frame (padding frames: NaN, untagged)."""
+    sca = frames.alpha_energy_sca.where(frames.valid)
+    mev = xr.DataArray(calibrated(alpha, sca.values), dims=sca.dims, coords=sca.coords)
+    labels = tag(mev.values, stored_ranges(alpha))
+    out = xr.Dataset({"alpha_energy_mev": mev, "isotope": (sca.dims, labels)})
+    return out.drop_vars([c for c in out.coords if c not in out.dims])
+
+
+def xray_gain(cal_run: xr.Dataset) -> XrayCalibration:
+    """The run's X-ray calibration as the ``calibrate`` stage stored it."""
+    return XrayCalibration(
+        A_x_mean=float(cal_run.A_x_mean), sigma=float(cal_run.A_x_sigma),
+        ci95=float(cal_run.A_x_ci95), N_e_exp=float(cal_run.N_e_exp),
+        g_S2=float(cal_run.g_S2), g_S2_err=float(cal_run.g_S2_err),
+        success=bool(cal_run.xray_fit_success), reason=str(cal_run.xray_fit_reason.values))
+
+
+def per_isotope(frames: xr.Dataset, labels: xr.Dataset, names: list[str], xray, cfg,
+                w_ev: float) -> tuple[xr.Dataset, xr.Dataset]:
+    """(sets, run) parts: the §6 fit and the recombination per set and isotope."""
+    sets = [str(s) for s in frames.set.values]
+    parts = []
+    for name in names:
+        mine = labels.isotope == name
+        fit = fit_table(frames.s2_area.where(mine), frames.valid & mine, sets, cfg)
+        fit = fit[list(ISOTOPE_FIT)].rename(ISO_FIT)
+        if name in Q_VALUES_KEV:
+            rec = isotope_recombination(fit.iso_s2_area_mean.values,
+                                        fit.iso_s2_area_ci95.values, xray, name, w_ev=w_ev)
+            for var, iso_var in ISO_RECOMBINATION.items():
+                fit[iso_var] = ("set", np.asarray(getattr(rec, var), dtype=float))
+        else:  # a configured peak of no known decay: no recoil energy
+            for iso_var in ISO_RECOMBINATION.values():
+                fit[iso_var] = ("set", np.full(len(sets), np.nan))
+        parts.append(fit)
+    iso = xr.concat(parts, dim=xr.DataArray(np.array(names, dtype=object), dims="isotope",
+                                            name="isotope")) if parts else xr.Dataset()
+    e_r = np.array([recoil_energy_kev(n) if n in Q_VALUES_KEV else np.nan for n in names])
+    run = xr.Dataset({"E_recoil": ("isotope", e_r), "iso_N_exp": ("isotope", e_r * 1e3 / w_ev)},
+                     coords={"isotope": np.array(names, dtype=object)})
+    return iso.transpose("set", "isotope"), run
+
+
+def energy_histograms(labels: xr.Dataset, frames: xr.Dataset, alpha: xr.Dataset):
+    """Per set, the histogram of the calibrated energies over the calibrated image of the
+    spectrum's range (same number of bins; zeros and NaN edges without a calibration)."""
+    sca_edges = alpha.alpha_spectrum_edges.values
+    lo, hi = calibrated(alpha, sca_edges[[0, -1]])
+    nbins = sca_edges.size - 1
+    counts = np.zeros((frames.sizes["set"], nbins), dtype=np.int64)
+    edges = np.full(nbins + 1, np.nan)
+    if np.isfinite(lo) and np.isfinite(hi) and lo < hi:
+        edges = np.linspace(lo, hi, nbins + 1)
+        mev = labels.alpha_energy_mev.where(frames.valid)
+        for i, name in enumerate(frames.set.values):
+            counts[i] = np.histogram(mev.sel(set=name).values, bins=edges)[0]
+    return counts, edges
+
+
+def compute(ctx) -> StageResult:
+    frames = ctx.load("frames", "frames")
+    alpha = ctx.load("alpha", "run")
+    labels = label_frames(frames, alpha)
+    names = [str(n) for n in alpha.isotope.values]
+    sets, run = per_isotope(frames, labels, names, xray_gain(ctx.load("calibrate", "run")),
+                            ctx.config.integrate, ctx.config.run.w_value)
+    valid = frames.valid
+    sets["n_untagged"] = ((labels.isotope == UNTAGGED) & valid).sum("frame").astype(np.int64)
+    sets["n_no_alpha"] = (np.isnan(frames.alpha_energy_sca) & valid).sum("frame").astype(
+        np.int64)
+    counts, edges = energy_histograms(labels, frames, alpha)
+    sets["alpha_energy_hist"] = (("set", "alpha_mev_bin"), counts)
+    run["alpha_energy_hist_edges"] = ("alpha_mev_bin_edge", edges)
+    sets = sets.drop_vars([c for c in sets.coords if c not in sets.dims])
+    for ds in (sets, run, labels):
+        ds.attrs.update(run_id=ctx.run_id)
+    return StageResult(sets=describe(sets, list(SETS)), run=describe(run, list(RUN)),
+                       frames=describe(labels, list(FRAMES)))
+
+
+STAGE = register(Stage(
+    name="isotopes",
+    version=1,
+    reads=("stage:frames", "stage:alpha", "stage:calibrate", "config:integrate.bin_cuts",
+           "config:integrate.nbins", "config:integrate.exclude_index",
+           "config:integrate.auto_range", "config:integrate.per_set", "config:run.w_value",
+           "config:run.run_id"),
+    provides={"frames": FRAMES, "sets": SETS, "run": RUN},
+    compute=compute,
+    doc="every frame's calibrated alpha energy and isotope (or untagged, kept and counted); "
+        "per set and isotope the ion S2 fit, N_e and recombination against the recoil "
+        "energy Q·4/A (§14)",
+))
