@@ -74,7 +74,10 @@ DIRECT = {  # stage -> the config keys it reads itself
               "alpha.nbins", "alpha.energy_range", "alpha.peaks", "alpha.order",
               "alpha.n_sigma"} | _ALPHA,
     "isotopes": {"run.run_id", "run.w_value", "integrate.bin_cuts", "integrate.nbins",
-                 "integrate.exclude_index", "integrate.auto_range", "integrate.per_set"},
+                 "integrate.exclude_index", "integrate.auto_range", "integrate.per_set",
+                 "integrate.fit_model", "integrate.two_stage", "integrate.bg_fraction",
+                 "integrate.bg_threshold", "integrate.bg_cutoff", "integrate.n_sigma",
+                 "integrate.upper_limit"},  # the per-isotope fits are §6/§15 fits
     "export": {"run.run_id", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2 | _ALPHA,
     "plots": {"run.run_id", "ingest.nfiles", "prepare.n_pedestal", "integrate.exclude_index",
               "calibrate.xray_exclude_index"},

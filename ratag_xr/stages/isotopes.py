@@ -29,6 +29,7 @@ from ratag_xr.physics.alpha import (
 from ratag_xr.physics.calibration import XrayCalibration
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.stages.alpha import calibrated, stored_ranges
+from ratag_xr.stages.integrate import PARAMS as INTEGRATE_PARAMS
 from ratag_xr.stages.integrate import fit_table
 from ratag_xr.vocabulary import ISOTOPE_FIT, describe
 
@@ -125,11 +126,10 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="isotopes",
-    version=1,
-    reads=("stage:frames", "stage:alpha", "stage:calibrate", "config:integrate.bin_cuts",
-           "config:integrate.nbins", "config:integrate.exclude_index",
-           "config:integrate.auto_range", "config:integrate.per_set", "config:run.w_value",
-           "config:run.run_id"),
+    version=2,
+    reads=("stage:frames", "stage:alpha", "stage:calibrate", "config:run.w_value",
+           "config:run.run_id") + tuple(  # the per-isotope fits are §6/§15 fits
+               f"config:{p.key}" for p in INTEGRATE_PARAMS),
     provides={"frames": FRAMES, "sets": SETS, "run": RUN},
     compute=compute,
     doc="every frame's calibrated alpha energy and isotope (or untagged, kept and counted); "
