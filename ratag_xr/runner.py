@@ -289,14 +289,7 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
             lineages: dict[str, dict] = {}
             for name in order:
                 stage = STAGES[name]
-                upstream = {}
-                for u in stage.upstream:
-                    if u in inputs:
-                        upstream[u] = "given:" + dataset_hash(
-                            next(iter(inputs[u].values())))
-                    else:
-                        upstream[u] = hashes[u]
-                lin = lineage(stage, run, upstream)
+                lin = _stage_lineage(run, stage, hashes, inputs)
                 stored = stored_lineage(run.results, name)
                 why = _reuse_problem(run, stage, stored, lin)
                 appendable = (why is not None and stage.incremental and not run.force
@@ -347,6 +340,36 @@ def _cluster_kwargs(run: Run) -> dict:
         processes = _raw_bytes(run.run_dir) >= PROCESSES_FROM_BYTES
     return {"workers": c.workers, "threads": c.threads, "memory": c.memory, "jobs": c.jobs,
             "processes": processes}
+
+
+def _stage_lineage(run: Run, stage: Stage, hashes: dict[str, str], inputs: dict) -> dict:
+    """:func:`lineage` of ``stage``, its upstream hashes from ``hashes`` (of the stages
+    before it) or from the content of a given input."""
+    upstream = {u: "given:" + dataset_hash(next(iter(inputs[u].values()))) if u in inputs
+                else hashes[u] for u in stage.upstream}
+    return lineage(stage, run, upstream)
+
+
+def plan_stages(run: Run, names) -> dict[str, str | None]:
+    """What :func:`run_stages` would do now, computing and ingesting nothing: per stage (the
+    ones named and those they read, in run order) None when its stored result would be
+    reused, else why it would be computed.  A lineage never depends on a computed result,
+    so the plan is exact for the store as it is (new raw files are not looked at)."""
+    return {name: _reuse_problem(run, STAGES[name], stored_lineage(run.results, name), lin)
+            for name, lin in planned_lineages(run, names).items()}
+
+
+def planned_lineages(run: Run, names) -> dict[str, dict]:
+    """The lineage each stage of ``names`` (and of those they read, in run order) has for
+    the run's config and store as they are now (nothing is computed)."""
+    if not run.store.exists():
+        raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
+    hashes: dict[str, str] = {}
+    out: dict[str, dict] = {}
+    for name in closure(names):
+        out[name] = _stage_lineage(run, STAGES[name], hashes, {})
+        hashes[name] = out[name]["hash"]
+    return out
 
 
 def _reuse_problem(run: Run, stage: Stage, stored: dict | None, lin: dict) -> str | None:

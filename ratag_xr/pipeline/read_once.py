@@ -25,7 +25,7 @@ from ratag_xr.cluster import os_errors_returned, task_result
 from ratag_xr.driver import ChannelKernels, FrameRecords, KernelRef, frame_records, run_kernels
 from ratag_xr.errors import WfmError
 from ratag_xr.features import Feature, arguments
-from ratag_xr.pipeline.frames import _combine, _labeled, node_args
+from ratag_xr.pipeline.frames import _combine, _labeled, node_args, node_features
 from ratag_xr.store.ingest import (
     FileTask,
     IngestSummary,
@@ -97,7 +97,10 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
             continue
         if n:
             part = ds.isel(frame=slice(0, n))
-            records = frame_records(part, node_args(part, args), [f.name for f in features])
+            runnable = [f.name for f in node_features(part, features)]
+            if not runnable:  # a node of a channel no feature reads
+                continue
+            records = frame_records(part, node_args(part, args), runnable)
             stored[name], attrs[name] = records.data, records.attrs
     lazy = {k: v for k, v in stored.items() if not isinstance(v, xr.Dataset)}
     if lazy:
@@ -160,9 +163,10 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
             for f in features:
                 for o in f.output_names:
                     data[o][:, :n] = part[o].values
-        elif name in stored:
+        elif name in stored:  # the records of the features the node could run
             n = stored[name].shape[1]
-            data[:, :n] = stored[name]
+            for field in stored[name].dtype.names:
+                data[field][:, :n] = stored[name][field]
         for (node, i, slot0, role), records in results.items():
             if node != name:
                 continue
@@ -180,7 +184,7 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
         coords = {k: v.variable for k, v in ds.coords.items()
                   if set(v.dims) <= {"set", "frame"}}
         parts.append(_labeled(ds, FrameRecords(data, ("set", "frame"), coords, features,
-                                               attrs.get(name, {}))))
+                                               attrs.get(name, {})), features))
     return _combine(parts)
 
 

@@ -104,6 +104,7 @@ def render_report(results, files: list[OutputFile], *, run_id: str,
     from ratag_xr import __version__
 
     now = now or datetime.now().astimezone()
+    results = sections.without_empty_alpha(results)
     live = bool(progress and progress.get("live"))
     names = sections.set_names(results)
     refresh = int(round(float(progress.get("refresh_s", REFRESH_S)))) if live else None

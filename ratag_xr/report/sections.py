@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -122,6 +123,26 @@ def _value_html(value, var_name: str = "") -> str | Cell:
 
 
 # ---------------------------------------------------------------- failures
+
+
+def without_empty_alpha(results):
+    """``results`` without the alpha and per-isotope variables when the run has no alpha
+    data (a PMT-only run: its alpha stages record only "no alpha frames")."""
+    run = getattr(results, "run", None)
+    if run is None or "alpha_n_frames" not in run:
+        return results
+    if int(run.alpha_n_frames) + int(run.get("alpha_monitor_n_frames", xr.DataArray(0)).sum()):
+        return results
+
+    def strip(ds):
+        if ds is None:
+            return None
+        ds = ds.drop_dims([d for d in ds.dims if d in (ISOTOPE_DIM, "monitor")
+                         or str(d).startswith("alpha")])
+        return ds.drop_vars([v for v in ds.data_vars if str(v).startswith(("alpha_", "iso_"))
+                             or v in ("n_untagged", "n_no_alpha", "E_recoil")])
+    return replace(results, sets=strip(results.sets), run=strip(run))
+
 
 
 def failures(results, progress: dict | None = None) -> list[tuple[str, str, str]]:
