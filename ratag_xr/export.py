@@ -12,7 +12,7 @@ half-written file, and a failed export leaves the previous file in place.  JSON 
 NaN: a value that is NaN in the datasets (a failed step) is written as ``null``.
 Areas are mV·µs, times µs; each JSON states its units in a ``units`` object and each
 parquet column in its field metadata.  Frames keep their order (files in natural order,
-then frames in file) and are named by :func:`~ratag_xr.plots.wf_id`.
+then frames in file) and are named by :func:`~ratag_xr.vocabulary.wf_id`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from ratag_xr.io.atomic import (
     atomic_write_text,
     dumps_json,
 )
-from ratag_xr.plots import wf_id
-from ratag_xr.vocabulary import XrayOutcome
+from ratag_xr.vocabulary import XrayOutcome, wf_id
 
 __all__ = ["S2_PARAMS", "alpha_calibration", "export_alpha", "export_run", "export_set",
            "frames_table", "isotope_results", "wf_id"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import PurePath
 
 
 class XrayOutcome(enum.IntEnum):
@@ -278,3 +279,11 @@ def describe(ds, names=None):
                              "(ratag_xr.vocabulary.SCHEMA)")
         ds[name].attrs.update(units=var.units, long_name=var.long_name)
     return ds
+
+
+def wf_id(file, frame_in_file) -> str:
+    """Name of a frame in plots and exports: raw file stem + ``_ff`` + frame in file.
+
+    ``wf_id("RUN8_..._0000.wfm", 12) == "RUN8_..._0000_ff12"``.
+    """
+    return f"{PurePath(str(file)).stem}_ff{int(frame_in_file)}"

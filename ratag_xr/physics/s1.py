@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.signal import find_peaks
 
 from ratag_xr.errors import ConfigError
 
@@ -42,6 +41,8 @@ def s1_candidates(mean_waveforms, time, *, min_height=0.001, min_distance=200):
     :func:`scipy.signal.find_peaks` with ``height=min_height`` and ``distance=min_distance``
     (samples); PMT pulses must already be positive-going (polarity applied).
     """
+    from scipy.signal import find_peaks  # (scipy.signal takes a second to import)
+
     w = np.atleast_2d(np.asarray(mean_waveforms, dtype=float))
     t = np.asarray(time, dtype=float).ravel()
     if w.shape[1] != t.size:

@@ -1,31 +1,31 @@
-"""Result figures (ALGORITHMS.md §10): functions take labeled result datasets and return
-:class:`matplotlib.figure.Figure` objects; saving is :mod:`ratag_xr.export`'s job."""
+"""Result figures (ALGORITHMS.md §10, §14, §15): functions take labeled result datasets and
+return :class:`matplotlib.figure.Figure` objects; saving is the plots stage's job.
 
-from ratag_xr.plots._common import wf_id
-from ratag_xr.plots.alpha import (
-    plot_alpha_calibration,
-    plot_alpha_spectrum,
-    plot_alpha_spectrum_set,
-    plot_s2_vs_drift_isotopes,
-)
-from ratag_xr.plots.per_run import (
-    plot_diffusion,
-    plot_recombination,
-    plot_s2_vs_drift,
-    plot_xray_histogram,
-)
-from ratag_xr.plots.per_set import plot_s2_histogram, plot_waveform_validation
+The figure modules (and matplotlib) are imported on first use of a function here, so a
+command that draws nothing does not pay for them.
+"""
 
-__all__ = [
-    "plot_alpha_calibration",
-    "plot_alpha_spectrum",
-    "plot_alpha_spectrum_set",
-    "plot_diffusion",
-    "plot_recombination",
-    "plot_s2_histogram",
-    "plot_s2_vs_drift",
-    "plot_s2_vs_drift_isotopes",
-    "plot_waveform_validation",
-    "plot_xray_histogram",
-    "wf_id",
-]
+from importlib import import_module
+
+from ratag_xr.vocabulary import wf_id as wf_id  # (re-exported)
+
+#: function -> module of this package that defines it
+_WHERE = {
+    "plot_alpha_calibration": "alpha", "plot_alpha_spectrum": "alpha",
+    "plot_alpha_spectrum_set": "alpha", "plot_s2_vs_drift_isotopes": "alpha",
+    "plot_diffusion": "per_run", "plot_recombination": "per_run",
+    "plot_s2_vs_drift": "per_run", "plot_xray_histogram": "per_run",
+    "plot_s2_histogram": "per_set", "plot_waveform_validation": "per_set",
+}  # fmt: skip
+
+__all__ = sorted([*_WHERE, "wf_id"])
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_WHERE])

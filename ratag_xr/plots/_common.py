@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import textwrap
 from dataclasses import dataclass
-from pathlib import PurePath
 
 import numpy as np
 import xarray as xr
@@ -33,14 +32,6 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.set_layout_engine("constrained", h_pad=0.06, w_pad=0.06)
     return fig
-
-
-def wf_id(file, frame_in_file) -> str:
-    """Name of a frame in plots and exports: raw file stem + ``_ff`` + frame in file.
-
-    ``wf_id("RUN8_..._0000.wfm", 12) == "RUN8_..._0000_ff12"``.
-    """
-    return f"{PurePath(str(file)).stem}_ff{int(frame_in_file)}"
 
 
 def scalar(ds: xr.Dataset, name: str, default: float = math.nan) -> float:

@@ -26,8 +26,8 @@ from ratag_xr.plots._common import (
     new_figure,
     scalar,
     text,
-    wf_id,
 )
+from ratag_xr.vocabulary import wf_id
 
 #: HistFit field -> variable of the ``sets`` dataset.
 S2_HIST_VARS = {
