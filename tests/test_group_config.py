@@ -21,9 +21,10 @@ import xarray as xr
 import yaml
 
 from ratag_xr import group_config
-from ratag_xr.cli import _run_and_config
+from ratag_xr.cli import _run_and_config, main
 from ratag_xr.config import Config, load_config
 from ratag_xr.errors import ConfigError, RatagError
+from ratag_xr.params import warnings_against_data
 from ratag_xr.pipeline import load_results, open_analysis, run_pipeline
 from ratag_xr.pipeline.results import stored_lineage
 from ratag_xr.pipeline.summary import run_failed
@@ -240,12 +241,25 @@ def test_an_unknown_key_is_an_error_naming_it_and_the_file(runs, tmp_path):
         load_config(write_their_file(tmp_path / "odd.yaml", odd))
 
 
-def test_a_windows_raw_data_path_is_reported_and_the_command_line_folder_wins(runs):
+def test_a_windows_raw_data_path_is_reported_and_the_command_line_folder_wins(runs, capsys):
     with pytest.raises(RatagError, match=r"data\.raw_data_path = 'E:/Pablos_Mighty_"
                                          r".*Windows path .*ratag-xr run RUN_DIR --config"):
         _run_and_config(str(runs["current"]))
     run_dir, config = _run_and_config(str(runs["recoil"]), str(runs["current"]))
     assert run_dir == runs["recoil"] and config.run.run_dir == str(runs["recoil"].resolve())
+    capsys.readouterr()
+    assert main(["run", str(runs["current"]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "11 with no meaning here" in err and "ratag-xr run RUN_DIR --config" in err
+
+
+def test_config_import_on_the_command_line(runs, tmp_path, capsys):
+    target = tmp_path / "ratag.yaml"
+    assert main(["config", "import", str(runs["older"]), "-o", str(target)]) == 0
+    assert "ratag_xr run config written to" in capsys.readouterr().out
+    assert load_config(target) == load_config(runs["older"])
+    assert main(["config", "import", str(target), "-o", str(tmp_path / "again.yaml")]) == 2
+    assert "reads as a ratag_xr config already" in capsys.readouterr().err
 
 
 def test_max_frames_becomes_files_per_set_from_the_headers(runs, tmp_path):
@@ -367,6 +381,10 @@ def test_a_gain_folder_without_a_calibration_is_refused_before_any_pass(runs, tm
         run_stages(run, ["calibrate"], say=lambda _: None)
     with pytest.raises(ConfigError, match="error = -1 must be a finite number >= 0"):
         Config({"calibrate": {"g_s2": {"value": 0.01, "error": -1}}})
+    # a source that counted its electrons with another W-value: a warning naming both
+    other_w = hand_config(runs["recoil"], str(runs["xout"])).replace({"run.w_value": 23.0})
+    assert any("run.w_value = 22 eV, this run 23 eV" in text
+               for text in warnings_against_data(other_w, {"dt_us": {}}))
 
 
 def test_a_run_with_another_runs_gain_has_not_failed_without_its_own_xray_fit(runs):
