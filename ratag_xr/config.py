@@ -14,7 +14,9 @@ keys below, the parameters of the features (:mod:`ratag_xr.features`) and of the
 range and duplicated keys are a :class:`~ratag_xr.errors.ConfigError` naming the key and
 the file, raised when the config is read: before any work starts.  Values that can only
 be checked against the data (``n_pedestal`` against the record length, ``per_set`` names)
-are checked by the runner once the run is discovered, still before any pass.
+are checked by the runner once the run is discovered, still before any pass.  A file in
+the group's own run-config layout (``experiment``, ``pipeline``, ``data`` ...) is read too:
+:func:`load_config` converts it (:mod:`ratag_xr.group_config`).
 """
 
 from __future__ import annotations
