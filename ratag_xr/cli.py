@@ -44,13 +44,30 @@ def _client(args, config: Config | None = None):
     return make_client(args.cluster or c.spec, **pick)
 
 
-def _run_and_config(target: str) -> tuple[Path, Config]:
-    """A run directory, or a YAML config whose ``run.run_dir`` names it."""
+def _is_yaml(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
+def _run_and_config(target: str, config_path: str | None = None) -> tuple[Path, Config]:
+    """A run directory (with ``--config``: and the run config to analyse it with, whose
+    own run folder it replaces), or a YAML config whose ``run.run_dir`` names it (a file
+    in the group's own layout is converted, :mod:`ratag_xr.group_config`)."""
+    from ratag_xr import group_config
+
     path = Path(target)
-    if path.suffix.lower() in (".yaml", ".yml"):
+    if config_path is not None:
+        if _is_yaml(path):
+            raise RatagError(f"{path}: give the run folder here when --config names the run "
+                             "config")
+        config = load_config(config_path)
+        return path, config.replace({"run.run_dir": str(path.resolve())})
+    if _is_yaml(path):
         config = load_config(path)
         if config.run.run_dir is None:
-            raise RatagError(f"{path}: run.run_dir is not set")
+            where = "data.raw_data_path" if config.origin is not None else "run.run_dir"
+            raise RatagError(f"{path}: {where} is not set: give the run folder, `ratag-xr "
+                             f"run RUN_DIR --config {path}`")
+        group_config.check_run_dir(config)
         return Path(config.run.run_dir), config
     return path, Config()
 
@@ -60,7 +77,7 @@ def cmd_ingest(args) -> int:
     from ratag_xr.io.lock import output_lock
     from ratag_xr.store import default_store, ingest
 
-    run_dir, config = _run_and_config(args.run)
+    run_dir, config = _run_and_config(args.run, args.config)
     store = default_store(run_dir, args.out)
     lazy = LazyClient(lambda: _client(args, config))
     with output_lock(store.parent, wait=not args.no_wait):
@@ -78,7 +95,7 @@ def _pipeline(args, stages) -> int:
     from ratag_xr.pipeline.summary import run_failed, summary_table
     from ratag_xr.runner import run_pipeline
 
-    run_dir, config = _run_and_config(args.run)
+    run_dir, config = _run_and_config(args.run, args.config)
     client = None  # the run config's cluster, started only if a stage needs computing
     if any(v is not None for v in (args.cluster, args.workers, args.threads, args.memory,
                                    args.jobs)):
@@ -159,7 +176,7 @@ def cmd_simulate(args) -> int:
 def cmd_watch(args) -> int:
     from ratag_xr.watch import watch
 
-    run_dir, config = _run_and_config(args.run)
+    run_dir, config = _run_and_config(args.run, args.config)
     client = None
     if any(v is not None for v in (args.cluster, args.workers, args.threads, args.memory,
                                    args.jobs)):
@@ -196,8 +213,25 @@ def _alpha_args(p: argparse.ArgumentParser) -> None:
                         "PMT on channel 3: analyse with run.channels {pmt: 3, alpha: 4})")
 
 
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="CONFIG.yaml",
+                   help="with a run directory: the run config to analyse it with (ratag_xr's "
+                        "or one of the group's own files); the run directory given wins "
+                        "over the config's run folder")
+
+
+def cmd_config_import(args) -> int:
+    from ratag_xr.group_config import import_config
+
+    conversion = import_config(args.source, args.output, run_dir=args.run_dir)
+    print(conversion.origin.summary(), file=sys.stderr)
+    print(f"ratag_xr run config written to {args.output}")
+    return 0
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory, or a run config YAML")
+    _config_arg(p)
     p.add_argument("--out", help="output root (default: the run directory)")
     p.add_argument("--nfiles", type=_count, help="test mode: only the first N files of each set")
     p.add_argument("--force", action="store_true", help="redo stages even when up to date")
@@ -233,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read a run's raw .wfm files into the Zarr store")
     p.add_argument("run", help="run directory, or a run config YAML")
+    _config_arg(p)
     p.add_argument("--out", help="output root (store: OUT/waveforms.zarr; default: the run "
                                  "directory), or a path ending in .zarr for the store itself")
     p.add_argument("--nfiles", type=_count, help="only the first N files of each set")
@@ -257,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="follow an acquisition: analyse each file as it "
                                      "completes, keep results, figures and report current")
     p.add_argument("run", help="run directory, or a run config YAML")
+    _config_arg(p)
     p.add_argument("--out", help="output root (default: the run directory)")
     p.add_argument("--expect-files", type=_count, metavar="N",
                    help="files each set will have: finish when every set has them, and "
@@ -297,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("config", help="run configurations: convert one of the group's own "
+                                      "files to a ratag_xr config")
+    what = p.add_subparsers(dest="config_command", required=True)
+    q = what.add_parser("import", help="write the ratag_xr config equivalent to one of the "
+                                       "group's run-config files, a comment per key")
+    q.add_argument("source", metavar="THEIR.yaml", help="the group's run config")
+    q.add_argument("-o", "--output", required=True, metavar="RATAG.yaml",
+                   help="the ratag_xr config to write")
+    q.add_argument("--run-dir", help="the run folder here (default: their raw_data_path), "
+                                     "to turn max_frames into files per set")
+    q.set_defaults(func=cmd_config_import)
 
     p = sub.add_parser("demo", help="simulate a small run and analyse it into every output")
     p.add_argument("--out", default="demo-output", help="folder for the run and its outputs")

@@ -14,11 +14,15 @@ keys below, the parameters of the features (:mod:`ratag_xr.features`) and of the
 range and duplicated keys are a :class:`~ratag_xr.errors.ConfigError` naming the key and
 the file, raised when the config is read: before any work starts.  Values that can only
 be checked against the data (``n_pedestal`` against the record length, ``per_set`` names)
-are checked by the runner once the run is discovered, still before any pass.
+are checked by the runner once the run is discovered, still before any pass.  A file in
+the group's own run-config layout (``experiment``, ``pipeline``, ``data`` ...) is read too:
+:func:`load_config` converts it (:mod:`ratag_xr.group_config`).
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,9 @@ RUN_PARAMS = declare(
     Param("run.temperature", 293.0, float, "K", "gas temperature", checks=(positive,)),
     Param("run.drift_gap", 1.4, float, "cm", "drift gap", checks=(positive,)),
     Param("run.el_gap", 0.8, float, "cm", "EL gap", checks=(positive,)),
+    Param("run.el_field", None, float | None, "V/cm", "EL field of every set, given "
+          "directly (null: (V_anode - V_gate) / el_gap from the set name, §1)",
+          checks=(positive,)),
     Param("run.w_value", 22.0, float, "eV", "W-value per electron-ion pair",
           checks=(positive,)),
     Param("run.e_xray", 12300.0, float, "eV", "X-ray energy", checks=(positive,)),
@@ -214,6 +221,10 @@ class Config:
             checked[name] = {k: declared[k].validate(v, source) for k, v in given.items()}
         self._values = checked
         self.source = source
+        #: where the values came from when they were converted from another layout (the
+        #: group's run configurations: a :class:`ratag_xr.group_config.GroupFile`); not a
+        #: value, so not in any lineage
+        self.origin = None
         from ratag_xr.params import check_config
 
         check_config(self)
@@ -246,7 +257,9 @@ class Config:
                 raise ConfigError(f"{key!r} is not a declared parameter")
             section, name = key.split(".")
             merged.setdefault(section, {})[name] = value
-        return Config(merged, self.source)
+        config = Config(merged, self.source)
+        config.origin = self.origin
+        return config
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Config) and self.to_dict() == other.to_dict()
@@ -272,6 +285,12 @@ def _unique_mapping(loader, node, deep=False):
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _unique_mapping)
+# YAML 1.2 numbers that YAML 1.1 (PyYAML) reads as strings: 1e5, 1.0e5, 5.0e9 (an exponent
+# without a sign, or without a dot); the group's files write them so.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def config_from_dict(values: dict | None, source: str = "<config>") -> Config:
@@ -279,8 +298,19 @@ def config_from_dict(values: dict | None, source: str = "<config>") -> Config:
     return Config(values, source)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML run config; ``run.run_dir`` is resolved relative to the file."""
+#: Keys naming files or folders: relative to the YAML file they are given in.
+PATH_KEYS = ("run.run_dir", "calibrate.g_s2")
+_WINDOWS = re.compile(r"^[A-Za-z]:[\\/]|\\")
+
+
+def is_windows_path(text: str) -> bool:
+    """``text`` is a Windows path (a drive letter, or backslashes): it is not resolved
+    against a YAML file's folder, and where it does not exist the message says so."""
+    return bool(_WINDOWS.search(str(text)))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mappings of a YAML file (a key given twice in one mapping is an error)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -292,11 +322,32 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {values!r}")
+    return values
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML run config; ``run.run_dir`` (and a ``calibrate.g_s2`` folder) is
+    resolved relative to the file.  A file in the group's own layout (top-level
+    ``experiment``, ``pipeline``, ``data`` ...) is converted
+    (:mod:`ratag_xr.group_config`); ``config.origin`` then says how."""
+    from ratag_xr import group_config
+
+    path = Path(path)
+    values = read_yaml(path)
+    if group_config.is_group_layout(values):
+        conversion = group_config.convert(values, path)
+        print(f"ratag-xr: {conversion.origin.summary()}", file=sys.stderr, flush=True)
+        return conversion.config
     config = Config(values, str(path))
-    run_dir = config.run.run_dir
-    if run_dir is not None and not Path(run_dir).is_absolute():
-        config = config.replace({"run.run_dir": str((path.parent / run_dir).resolve())})
-    return config
+    relative = {}
+    for key in PATH_KEYS:
+        value = config.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() \
+                and not is_windows_path(value):
+            relative[key] = str((path.parent / value).resolve())
+    return config.replace(relative) if relative else config
 
 
 def with_overrides(config: Config, section: str, **values) -> Config:

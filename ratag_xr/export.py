@@ -263,7 +263,12 @@ def alpha_calibration(run: xr.Dataset, run_id: str, lineage: dict) -> dict:
     [a, b, c] (E = a + b·x + c·x², MeV, x in SCA MeV), ``order_used`` and
     ``overlap_boundary_mev``."""
     peaks = {}
-    for name in (str(n) for n in run["isotope"].values):
+    # the alpha stage's peaks in the order of their starts (merged results may hold
+    # isotopes with only a configured SCA range, alpha.isotope_ranges: no peak start)
+    starts = {str(n): float(x0) for n, x0 in zip(run["isotope"].values,
+                                                run["alpha_peak_start"].values, strict=True)
+              if np.isfinite(x0)}
+    for name in sorted(starts, key=starts.get):
         p = run.sel(isotope=name)
 
         def v(var, p=p, what=f"run (peak {name})"):
@@ -440,6 +445,12 @@ def write_frames_table(path: Path, table) -> Path:
     return Path(path)
 
 
+#: ``<run_id>_xray_metadata.json``: the gain the recombination used and this run's own
+#: (they differ when calibrate.g_s2 names another run's), where it came from
+GAIN_FIELDS = ("g_S2", "g_S2_err", "g_S2_own", "g_S2_own_err", "g_S2_source",
+               "g_S2_source_lineage")
+
+
 def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: xr.Dataset,
                lineage: dict) -> list[Path]:  # fmt: skip
     """Write ``<run_id>_xray_areas_combined.npy`` (accepted X-ray areas of all sets, set order
@@ -460,8 +471,11 @@ def export_run(out_dir, run_id: str, sets: xr.Dataset, run: xr.Dataset, frames: 
         "ci95": _value(run, "A_x_ci95", what),
         "fit_success": _value(run, "xray_fit_success", what),
         "fit_reason": _value(run, "xray_fit_reason", what),
+        **{key: _value(run, key, what) for key in GAIN_FIELDS if key in run.variables},
         "units": {"areas": "mV·µs", "mean": _units(run, "A_x_mean"),
-                  "std": _units(run, "A_x_sigma"), "ci95": _units(run, "A_x_ci95")},
+                  "std": _units(run, "A_x_sigma"), "ci95": _units(run, "A_x_ci95"),
+                  **{key: _units(run, key) for key in GAIN_FIELDS[:4]
+                     if key in run.variables}},
         "lineage": lineage,
     }  # fmt: skip
     diffusion = diffusion_results(run_id, sets, run, lineage)

@@ -264,8 +264,9 @@ def declare_check(name: str, check: Callable) -> Callable:
 
 #: Checks against the run's data (``fn(config, facts) -> problem or None``), run once the
 #: run is discovered and ingested, before any pass.  ``facts``: ``sets`` (names),
-#: ``n_samples`` (set -> samples per frame of its PMT record) and ``alpha_samples`` (set or
-#: alpha monitor set -> samples per frame of its alpha record, where it has one).
+#: ``n_samples`` (set -> samples per frame of its PMT record), ``alpha_samples`` (set or
+#: alpha monitor set -> samples per frame of its alpha record, where it has one), ``dt_us``
+#: (set -> sample spacing of its PMT record, µs) and ``out`` (the output root).
 DATA_CHECKS: dict[str, Callable] = {}
 
 
@@ -273,6 +274,28 @@ def declare_data_check(name: str, check: Callable) -> Callable:
     """Register a check of config values against the run (see :data:`DATA_CHECKS`)."""
     DATA_CHECKS[name] = check
     return check
+
+
+#: Checks against the run's data that warn instead of refusing (``fn(config, facts) -> a
+#: text, a list of texts or None``): a value that has no effect on the analysis but says
+#: something about the data that the data contradict (the sampling rate of an imported
+#: run config against the headers).  ``facts`` as for :data:`DATA_CHECKS`.
+DATA_WARNINGS: dict[str, Callable] = {}
+
+
+def declare_data_warning(name: str, check: Callable) -> Callable:
+    """Register a warning check against the run (see :data:`DATA_WARNINGS`)."""
+    DATA_WARNINGS[name] = check
+    return check
+
+
+def warnings_against_data(config, facts: dict) -> list[str]:
+    """Every data warning's texts (none: the config and the data agree)."""
+    out = []
+    for check in DATA_WARNINGS.values():
+        found = check(config, facts)
+        out += [found] if isinstance(found, str) else list(found or ())
+    return out
 
 
 def check_against_data(config, facts: dict) -> None:

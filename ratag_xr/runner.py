@@ -27,7 +27,7 @@ from ratag_xr import features as feature_registry
 from ratag_xr.cluster import LazyClient
 from ratag_xr.errors import ConfigError, RatagError, StoreError
 from ratag_xr.io.lock import output_lock
-from ratag_xr.params import PARAMS, check_against_data
+from ratag_xr.params import PARAMS, check_against_data, warnings_against_data
 from ratag_xr.pipeline.context import Run, manifest_hash, versions
 from ratag_xr.pipeline.frames import analysis_nodes, monitor_order, set_order
 from ratag_xr.pipeline.results import (
@@ -67,9 +67,10 @@ def dataset_hash(ds) -> str:
 def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
     """What ``stage``'s result depends on, from its declaration: its version, the package
     versions, every config value it reads (its own parameters and its features'), the
-    features' versions and kernel sources, the upstream lineage hashes and, for a stage
-    that reads the waveforms, the input manifest and the test-mode file count.  ``hash``
-    changes when any of them does."""
+    features' versions and kernel sources, the upstream lineage hashes, for a stage
+    that reads the waveforms, the input manifest and the test-mode file count, and what
+    it reads from other runs (``Stage.external``).  ``hash`` changes when any of them
+    does."""
     config = run.config
     body = {"stage": stage.name, "version": stage.version, "versions": versions(),
             "config": {k: config.get(k) for k in stage.config_keys()},
@@ -82,6 +83,8 @@ def lineage(stage: Stage, run: Run, upstream: dict[str, str]) -> dict:
         first = stage.input_frames(config) if stage.input_frames else None
         body["input"] = {"sets": sets, "manifest": manifest_hash(run, sets, first),
                          "nfiles": run.nfiles, "first_frames": first}
+    if stage.external is not None:  # results of other runs it reads (another run's g_S2)
+        body["external"] = stage.external(config)
     body["hash"] = _digest(body)
     return body
 
@@ -116,6 +119,10 @@ def _changes(old: dict | None, new: dict) -> str:
         ) + " changed")
     if old.get("input") != new.get("input"):
         reasons.append("raw files changed")
+    oe, ne = old.get("external") or {}, new.get("external") or {}
+    moved = [k for k in sorted(set(oe) | set(ne)) if oe.get(k) != ne.get(k)]
+    if moved:
+        reasons.append(f"external {', '.join(moved)} changed")
     if old.get("versions") != new["versions"]:
         reasons.append("package versions changed")
     return "; ".join(reasons) or "lineage changed"
@@ -236,7 +243,8 @@ def _check_provided(stage: Stage, result: StageResult) -> None:
 
 def run_facts(run: Run) -> dict:
     """What the config is checked against: the analysed sets and their record lengths
-    (``alpha_samples``: the alpha record of each set and monitor set that has one)."""
+    (``alpha_samples``: the alpha record of each set and monitor set that has one) and
+    sample spacings (``dt_us``), and the output root (``out``)."""
     from ratag_xr.store import store_state
 
     state = store_state(run.store)
@@ -244,9 +252,11 @@ def run_facts(run: Run) -> dict:
     places = {**{n: state["sets"][n] for n in sets},
               **{n: state["monitors"][n] for n in monitor_order(run.store, run.config.run)}}
     alpha_keys = {n: state["nodes"][p["node"]].get("alpha_key") for n, p in places.items()}
-    return {"sets": sets,
+    return {"sets": sets, "out": str(run.out),
             "n_samples": {n: int(state["nodes"][state["sets"][n]["node"]]["key"]["n_samples"])
                           for n in sets},
+            "dt_us": {n: float(state["nodes"][state["sets"][n]["node"]]["key"]["x_spacing"])
+                      * 1e6 for n in sets},
             "alpha_samples": {n: int(k["n_samples"]) for n, k in alpha_keys.items() if k}}
 
 
@@ -284,7 +294,10 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
             if not run.store.exists():
                 raise StoreError(f"{run.store}: no waveform store (ingest the run first)")
             _check_store(run)
-            check_against_data(run.config, run_facts(run))
+            facts = run_facts(run)
+            check_against_data(run.config, facts)
+            for text in warnings_against_data(run.config, facts):
+                say(f"warning: {text}")
             hashes: dict[str, str] = {}
             lineages: dict[str, dict] = {}
             for name in order:

@@ -88,6 +88,8 @@ def _vars(part: str, table: dict) -> dict[str, Var]:
 
 
 _CI = "95% confidence half-width"
+#: ``g_S2_source`` of a run whose recombination uses its own X-ray fit (§8)
+GAIN_OWN = "this run's X-ray fit"
 _SCA = "SCA MeV"  # the alpha energy scale of §12: max of the smoothed pulse (V) / 1.058
 
 SCHEMA: dict[str, Var] = {
@@ -180,6 +182,13 @@ SCHEMA: dict[str, Var] = {
         "N_e_exp": ("electrons", "electrons expected from the reference energy (E / W)"),
         "g_S2": ("mV·µs/electron", "S2 gain"),
         "g_S2_err": ("mV·µs/electron", f"S2 gain, {_CI}"),
+        "g_S2_own": ("mV·µs/electron", "S2 gain from this run's X-ray fit (A_x / N_e_exp), "
+                     "whichever gain the recombination uses"),
+        "g_S2_own_err": ("mV·µs/electron", f"g_S2_own, {_CI}"),
+        "g_S2_source": ("1", "where the g_S2 used comes from: this run's X-ray fit, another "
+                        "run's output folder or a configured value"),
+        "g_S2_source_lineage": ("1", "lineage hash of the source run's calibrate result "
+                                "(empty: none)"),
         "D_L": ("mm²/µs", "longitudinal diffusion coefficient"),
         "D_L_err": ("mm²/µs", "longitudinal diffusion coefficient uncertainty (1 sigma)"),
         "sigma0_sq": ("µs²", "S2 duration variance at zero drift"),
@@ -233,6 +242,13 @@ SCHEMA: dict[str, Var] = {
         "iso_N_exp": ("electrons", "electrons expected from the recoil energy (E_R / W)"),
         "alpha_energy_hist_edges": ("MeV", "bin edges of the per-set calibrated alpha "
                                     "spectra"),
+        "iso_sca_lo": (_SCA, "low end of the isotope's configured SCA range "
+                       "(alpha.isotope_ranges; NaN: tagged by its calibrated range)"),
+        "iso_sca_hi": (_SCA, "high end of the isotope's configured SCA range "
+                       "(alpha.isotope_ranges; NaN: tagged by its calibrated range)"),
+        "isotope_tagging": ("1", "how frames were tagged: sca (alpha.isotope_ranges on "
+                            "alpha_energy_sca) or calibrated (the §13 ranges on "
+                            "alpha_energy_mev)"),
     }),
     # isotopes (§14), per set and isotope
     **_vars("sets", {
@@ -246,6 +262,8 @@ SCHEMA: dict[str, Var] = {
         "n_untagged": ("1", "valid frames in no isotope range (kept, not dropped)"),
         "n_no_alpha": ("1", "valid frames without an alpha energy (no alpha twin, NaN)"),
         "alpha_energy_hist": ("1", "frames per bin of the calibrated alpha energy"),
+        "alpha_sca_hist": ("1", "frames per bin of alpha_energy_sca (the run spectrum's "
+                           "bins)"),
     }),
     # isotopes (§14), per frame: labels (coordinates of load_results(out).frames)
     **_vars("frames", {

@@ -41,3 +41,15 @@ def test_the_cli_knows_every_registered_stage_in_run_order():
 
     assert list(STAGE_HELP) == list(STAGES)
     assert all(f"| `{name}` |" in README for name in STAGES)  # the README's stage table
+
+
+def test_the_group_config_table_is_the_mapping():
+    """The README's table of the group's run-config keys is generated from the one mapping
+    table (`python -m ratag_xr.group_config README.md`)."""
+    from ratag_xr import group_config
+
+    assert group_config.readme_with_table(README) == README
+    table = README.split(group_config.TABLE_START, 1)[1].split(group_config.TABLE_END, 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert {row.split("`")[1] for row in rows} == set(group_config.RULES) | set(
+        group_config.IGNORED)

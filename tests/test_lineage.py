@@ -54,6 +54,7 @@ _PASS2 = {"prepare.n_pedestal", "prepare.ma_window", "integrate.bs_threshold"}
 _ALPHA = {"alpha.alpha_threshold_bs", "alpha.savgol_window", "alpha.sca_factor"}  # §12
 DIRECT = {  # stage -> the config keys it reads itself
     "prepare": {"run.pressure", "run.temperature", "run.drift_gap", "run.el_gap", "run.run_id",
+                "run.el_field",  # §1 EL field given directly (the group's run files)
                 "run.sets", "run.exclude", "ingest.nfiles", "prepare.s1_batches",
                 "prepare.s1_min_height",
                 "prepare.s1_min_distance", "prepare.s1_sigma_threshold",
@@ -71,7 +72,9 @@ DIRECT = {  # stage -> the config keys it reads itself
     "classify": {"run.run_id"},
     "calibrate": {"run.run_id", "run.e_xray", "run.w_value", "run.e_recoil",
                   "calibrate.xray_bin_cuts", "calibrate.xray_nbins",
-                  "calibrate.xray_exclude_index"},
+                  "calibrate.xray_exclude_index",
+                  "calibrate.g_s2",  # the gain of another run, or a value (§8)
+                  "alpha.target_isotope"},  # E_R of the run's r (§14)
     "alpha": {"run.run_id", "run.sets", "run.exclude", "ingest.nfiles",  # monitor sets
               "alpha.nbins", "alpha.energy_range", "alpha.peaks", "alpha.order",
               "alpha.n_sigma"} | _ALPHA,
@@ -79,7 +82,8 @@ DIRECT = {  # stage -> the config keys it reads itself
                  "integrate.exclude_index", "integrate.auto_range", "integrate.per_set",
                  "integrate.fit_model", "integrate.two_stage", "integrate.bg_fraction",
                  "integrate.bg_threshold", "integrate.bg_cutoff", "integrate.n_sigma",
-                 "integrate.upper_limit"},  # the per-isotope fits are §6/§15 fits
+                 "integrate.upper_limit",  # the per-isotope fits are §6/§15 fits
+                 "alpha.isotope_ranges"},  # single-isotope runs: SCA ranges tag frames
     "export": {"run.run_id", "integrate.width_s2"} | _WIDENED | _PASS1 | _PASS2 | _ALPHA,
     "plots": {"run.run_id", "ingest.nfiles", "prepare.n_pedestal", "integrate.exclude_index",
               "calibrate.xray_exclude_index"},
@@ -104,8 +108,11 @@ FLIPS = {
     "alpha.peaks": [{"name": "Th228", "x0": 4.5, "window": [4.0, 4.6], "energy_mev": 5.42315},
                     {"name": "Rn220", "x0": 5.4, "window": [5.0, 5.5], "energy_mev": 6.40484},
                     {"name": "Po216", "x0": 5.9, "window": [5.5, 6.1], "energy_mev": 6.90628}],
+    # a single-isotope run's window, then its target (before run.e_recoil, which wins)
+    "alpha.isotope_ranges": {"Ra224": [4.6, 5.0]}, "alpha.target_isotope": "Ra224",
     "run.run_id": "RUNX", "run.pressure": 2.3, "run.temperature": 300.0,
-    "run.drift_gap": 1.5, "run.el_gap": 0.9, "run.w_value": 23.0, "run.e_xray": 12000.0,
+    "run.drift_gap": 1.5, "run.el_gap": 0.9, "run.el_field": 2000.0, "run.w_value": 23.0,
+    "run.e_xray": 12000.0,
     "run.e_recoil": 96840.0, "run.sets": ["*Gate150*", "*Gate300*"],
     "run.exclude": ["*Gate300*"],
     "prepare.n_pedestal": 1500, "prepare.ma_window": 11, "prepare.threshold_s2": 0.5,
@@ -120,7 +127,7 @@ FLIPS = {
     "integrate.nbins": 60, "integrate.exclude_index": 2, "integrate.auto_range": True,
     "integrate.per_set": {"FieldScan_Gate150_Anode1650": {"nbins": 40}},
     "calibrate.xray_bin_cuts": [0.5, 18.0], "calibrate.xray_nbins": 80,
-    "calibrate.xray_exclude_index": 1,
+    "calibrate.xray_exclude_index": 1, "calibrate.g_s2": {"value": 0.01, "error": 0.001},
     # §15: each option switched on, then its settings changed
     "prepare.s2_timing": "clean", "prepare.s2_max_gap": 0.5,
     "xray.max_area_s1": 1.0, "xray.min_xray_area": 5.0,

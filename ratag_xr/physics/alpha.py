@@ -335,15 +335,36 @@ def isotope_ranges(peak_fits: Mapping[str, PeakFit], calibration: Calibration,
     return IsotopeRanges(ranges, boundaries, float(n_sigma))
 
 
-def tag(energies_mev, ranges: IsotopeRanges) -> np.ndarray:
-    """Isotope label per frame: the range holding its calibrated energy, else "untagged".
+#: the units of SCA-scale ranges (:func:`sca_ranges`): those of ``alpha_energy_sca``
+SCA_UNITS = "SCA MeV"
 
-    ``energies_mev`` must be calibrated (``Calibration.energy`` of the SCA values), on the
-    scale of the ranges.  NaN → "untagged".  An energy inside two ranges (pairs not cut
-    by an overlap boundary) goes to the nearer centre.  Returns an object array of str.
+
+def sca_ranges(ranges: Mapping[str, Iterable[float]]) -> IsotopeRanges:
+    """Configured ranges {isotope: (lo, hi)} on the SCA scale of ``alpha_energy_sca``
+    (a single-isotope run's energy window, no calibration needed): ``tag(energies_sca,
+    sca_ranges(...), units=SCA_UNITS)``.  Centres are the middles of the ranges."""
+    out = {}
+    for name, (lo, hi) in ranges.items():
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+            raise ConfigError(f"isotope range {name}: needs low < high, got [{lo}, {hi}]")
+        out[str(name)] = IsotopeRange(str(name), (lo + hi) / 2, float("nan"), lo, hi,
+                                      float("nan"), float("nan"))
+    return IsotopeRanges(out, {}, float("nan"), units=SCA_UNITS)
+
+
+def tag(energies_mev, ranges: IsotopeRanges, units: str = "MeV") -> np.ndarray:
+    """Isotope label per frame: the range holding its energy, else "untagged".
+
+    ``energies_mev`` must be on the scale of the ranges, which ``units`` names: calibrated
+    MeV (``Calibration.energy`` of the SCA values, ranges of :func:`isotope_ranges`) or
+    :data:`SCA_UNITS` (the SCA values themselves, ranges of :func:`sca_ranges`).  NaN →
+    "untagged".  An energy inside two ranges (pairs not cut by an overlap boundary) goes
+    to the nearer centre.  Returns an object array of str.
     """
-    if not isinstance(ranges, IsotopeRanges) or ranges.units != "MeV":
-        raise ConfigError("tag() needs the IsotopeRanges of isotope_ranges() (MeV)")
+    if not isinstance(ranges, IsotopeRanges) or ranges.units != units:
+        raise ConfigError(f"tag() of energies in {units} needs ranges in {units} "
+                          "(isotope_ranges() for MeV, sca_ranges() for SCA MeV)")
     e = np.asarray(energies_mev, dtype=float)
     labels = np.full(e.shape, UNTAGGED, dtype=object)
     best = np.full(e.shape, np.inf)

@@ -68,13 +68,18 @@ def open_analysis(target, *, out=None, config: Config | None = None, client=None
             nfiles=nfiles if nfiles is not None else target.nfiles,
             force=target.force if force is None else force)
     else:
+        from ratag_xr import group_config
+
         path = Path(target)
         if path.suffix.lower() in (".yaml", ".yml"):
             config = load_config(path) if config is None else config
             if config.run.run_dir is None:
                 raise ConfigError(f"{path}: run.run_dir is not set")
+            group_config.check_run_dir(config)
             path = Path(config.run.run_dir)
         config = config or Config()
+        if path.is_dir():  # the group's max_frames needs the run's frames per file
+            config = group_config.resolve(config, path)
         nfiles = nfiles if nfiles is not None else config.ingest.nfiles
         run = Run(run_dir=path, out=Path(out) if out is not None else path, config=config,
                   client=client, nfiles=nfiles, force=bool(force))

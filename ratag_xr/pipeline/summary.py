@@ -40,11 +40,19 @@ def summary_table(results) -> str:
                      f"{_fmt(run.A_x_ci95.item(), '.4f')} mV·µs   g_S2 = "
                      f"{_fmt(run.g_S2.item(), '.4g')} mV·µs/e   D_L = "
                      f"{_fmt(run.D_L.item(), '.4g')} ± {_fmt(run.D_L_err.item(), '.2g')} mm²/µs")
+        if not _own_gain(run):
+            lines.append(f"g_S2 = {_fmt(run.g_S2.item(), '.4g')} ± "
+                         f"{_fmt(run.g_S2_err.item(), '.2g')} mV·µs/e from "
+                         f"{run.g_S2_source.item()}; this run's X-ray fit gives "
+                         f"{_fmt(run.g_S2_own.item(), '.4g')} ± "
+                         f"{_fmt(run.g_S2_own_err.item(), '.2g')}")
     n_alpha = (int(run.alpha_n_frames) + int(run.alpha_monitor_n_frames.sum())
                if "alpha_n_frames" in run else 0)
     if n_alpha:
-        fitted = [str(n) for n, ok in zip(run.isotope.values, run.alpha_peak_success.values,
-                                          strict=True) if ok]
+        start = np.asarray(run.alpha_peak_start.values, dtype=float)
+        peaks = np.isfinite(start)  # (not isotopes with only a configured range)
+        fitted = [str(run.isotope.values[i]) for i in np.argsort(start, kind="stable")
+                  if peaks[i] and bool(run.alpha_peak_success.values[i])]
         cal = (f"calibration order {int(run.alpha_cal_order_used)}"
                if bool(run.alpha_cal_success) else
                f"calibration failed: {run.alpha_cal_reason.item()}")
@@ -53,17 +61,26 @@ def summary_table(results) -> str:
             n_tagged = int(sets.iso_n_frames.sum())
             tagged = f"; {n_tagged} of {n_tagged + int(sets.n_untagged.sum())} frames tagged"
         lines.append(f"alpha: {n_alpha} frames, peaks fitted {len(fitted)}/"
-                     f"{run.sizes['isotope']} ({', '.join(fitted) or 'none'}), {cal}{tagged}")
+                     f"{int(peaks.sum())} ({', '.join(fitted) or 'none'}), {cal}{tagged}")
     return "\n".join(lines)
 
 
+def _own_gain(run) -> bool:
+    """The recombination used this run's own X-ray fit (not ``calibrate.g_s2``'s gain)."""
+    from ratag_xr.vocabulary import GAIN_OWN
+
+    return "g_S2_source" not in run or str(run.g_S2_source.item()) == GAIN_OWN
+
+
 def run_failed(results) -> list[str]:
-    """Why the run as a whole failed (empty when it did not)."""
+    """Why the run as a whole failed (empty when it did not); a failed X-ray fit is not a
+    failure when the gain comes from another run (``calibrate.g_s2``)."""
     problems = []
     sets = results.sets
     if "s2_fit_success" in sets and not bool(sets.s2_fit_success.any()):
         problems.append("no set has a successful ion S2 fit")
     run = results.run
-    if "xray_fit_success" in run and not bool(run.xray_fit_success.item()):
+    if "xray_fit_success" in run and not bool(run.xray_fit_success.item()) \
+            and _own_gain(run):
         problems.append(f"X-ray calibration failed: {run.xray_fit_reason.item()}")
     return problems

@@ -44,6 +44,53 @@ def _peak(run: xr.Dataset, name: str) -> xr.Dataset:
     return run.sel(isotope=name)
 
 
+def _peaks(run: xr.Dataset) -> xr.Dataset:
+    """``run`` restricted to the fitted peaks (the alpha stage's isotopes), in the order of
+    their start values (the peak table's, whatever order merged results put them in):
+    merged results may also hold isotopes with only a configured SCA range
+    (alpha.isotope_ranges), which are left out."""
+    if "alpha_peak_start" not in run:
+        return run.isel(isotope=slice(0, 0))
+    start = np.asarray(run.alpha_peak_start.values, dtype=float)
+    keep = np.flatnonzero(np.isfinite(start))
+    return run.isel(isotope=keep[np.argsort(start[keep], kind="stable")])
+
+
+def _colors(run: xr.Dataset, names) -> dict[str, str]:
+    """One colour per isotope, the same in every figure: the peaks' in peak order, then
+    the others (isotopes with only a configured range)."""
+    order = _isotopes(_peaks(run))
+    order += [n for n in names if n not in order]
+    return {n: _color(i) for i, n in enumerate(order)}
+
+
+def _sca_range(run: xr.Dataset, name: str) -> tuple[float, float] | None:
+    """The configured SCA range of ``name`` (alpha.isotope_ranges), or None."""
+    if "iso_sca_lo" not in run or name not in _isotopes(run):
+        return None
+    p = run.sel(isotope=name)
+    lo, hi = scalar(p, "iso_sca_lo"), scalar(p, "iso_sca_hi")
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def _mev_range(run: xr.Dataset, name: str) -> tuple[float, float] | None:
+    """The calibrated energy range (MeV) ``name``'s frames were tagged in: the image of its
+    configured SCA range under the calibration, or its §13 range; None without one."""
+    sca = _sca_range(run, name)
+    if sca is not None:
+        if "alpha_cal_success" not in run or not bool(run.alpha_cal_success):
+            return None
+        coef = np.asarray(run.alpha_cal_coef.sel(alpha_order=int(run.alpha_cal_order_used))
+                          .values, dtype=float)
+        lo, hi = np.polynomial.polynomial.polyval(np.asarray(sca), coef)
+        return float(lo), float(hi)
+    if name not in _isotopes(run) or "alpha_range_lo" not in run:
+        return None
+    p = run.sel(isotope=name)
+    lo, hi = scalar(p, "alpha_range_lo"), scalar(p, "alpha_range_hi")
+    return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
+
 def _fit_curve(p: xr.Dataset, x: np.ndarray, bin_width: float) -> np.ndarray:
     """The fitted Crystal Ball (plus continuum) of one peak in counts per bin at ``x``."""
     shape = scalar(p, "alpha_peak_amplitude") * crystal_ball(
@@ -59,7 +106,11 @@ def _fit_curve(p: xr.Dataset, x: np.ndarray, bin_width: float) -> np.ndarray:
 def plot_alpha_spectrum(run: xr.Dataset, run_id: str) -> Figure:
     """The run's spectrum of ``alpha_energy_sca`` (every frame of the PMT sets and of the
     monitor sets, the monitors' share shaded), each peak's Crystal Ball fit over its fit
-    window, the start values and the windows; failed peaks named with their reasons."""
+    window, the start values and the windows; failed peaks named with their reasons.  The
+    configured SCA ranges of a single-isotope run (alpha.isotope_ranges) are shaded."""
+    ranges = {name: r for name in _isotopes(run) if (r := _sca_range(run, name))}
+    colors = _colors(run, list(ranges))
+    run = _peaks(run)
     edges = np.asarray(run.alpha_spectrum_edges.values, dtype=float)
     counts = np.asarray(run.alpha_spectrum.values, dtype=float)
     monitors = np.asarray(run.alpha_monitor_spectrum.values, dtype=float).sum(axis=0) \
@@ -72,6 +123,9 @@ def plot_alpha_spectrum(run: xr.Dataset, run_id: str) -> Figure:
     if monitors.any():
         ax.stairs(monitors, edges, fill=True, color="tab:cyan", alpha=0.5,
                   label="of which alpha monitor sets")
+    for name, (lo, hi) in ranges.items():
+        ax.axvspan(lo, hi, color=colors[name], alpha=0.12, linewidth=0,
+                   label=f"{name} range [{lo:g}, {hi:g}] {SCA} (alpha.isotope_ranges)")
     failed = []
     for i, name in enumerate(_isotopes(run)):
         p = _peak(run, name)
@@ -103,6 +157,7 @@ def plot_alpha_spectrum(run: xr.Dataset, run_id: str) -> Figure:
 def plot_alpha_calibration(run: xr.Dataset, run_id: str) -> Figure:
     """Fitted peak positions x0 (SCA MeV) against the reference energies (MeV) with the
     linear and quadratic calibrations, and below them the residuals (keV) of both."""
+    run = _peaks(run)
     names = _isotopes(run)
     ok = np.asarray(run.alpha_peak_success.values, dtype=bool)
     x0 = np.asarray(run.alpha_peak_x0.values, dtype=float)
@@ -147,7 +202,8 @@ def plot_alpha_calibration(run: xr.Dataset, run_id: str) -> Figure:
         ax.grid(alpha=0.3)
     top.legend(fontsize=FONT_SIZE - 2, loc="upper left")
     if ok.any():
-        bottom.legend(fontsize=FONT_SIZE - 2, loc="best")
+        if bottom.get_legend_handles_labels()[0]:  # (no calibration: no residuals)
+            bottom.legend(fontsize=FONT_SIZE - 2, loc="best")
     else:
         nothing_to_show(top, span)
     title = f"{run_id} — alpha energy calibration"
@@ -162,27 +218,41 @@ def plot_alpha_calibration(run: xr.Dataset, run_id: str) -> Figure:
 def plot_alpha_spectrum_set(sets: xr.Dataset, run: xr.Dataset, set_name: str,
                             run_id: str) -> Figure:
     """One set's calibrated alpha spectrum (MeV) with each isotope's range shaded and the
-    Th228/Ra224 boundary; the legend counts the set's frames per isotope."""
+    Th228/Ra224 boundary; the legend counts the set's frames per isotope.  A configured SCA
+    range (alpha.isotope_ranges) is shaded where the calibration maps it; a run tagged by
+    such ranges without a calibration shows the set's spectrum of ``alpha_energy_sca``
+    with the ranges instead."""
     row = sets.sel(set=set_name)
+    names = _isotopes(row) if "iso_n_frames" in row else []
+    sca_ranges = {n: r for n in names if (r := _sca_range(run, n))}
     edges = np.asarray(run.alpha_energy_hist_edges.values, dtype=float)
     counts = np.asarray(row.alpha_energy_hist.values, dtype=float)
+    scale, unit = "calibrated alpha energy, alpha_energy_mev", "MeV"
+    if not np.isfinite(edges).all() and sca_ranges and "alpha_sca_hist" in row:
+        edges = np.asarray(run.alpha_spectrum_edges.values, dtype=float)
+        counts = np.asarray(row.alpha_sca_hist.values, dtype=float)
+        scale, unit = "alpha energy, alpha_energy_sca", SCA
     fig = new_figure(8.0, 5.0)
     ax = fig.add_subplot()
     handles = []
+    colors = _colors(run, names)
     if np.isfinite(edges).all():
         ax.stairs(counts, edges, fill=True, color="0.7")
         ax.stairs(counts, edges, color="0.3", linewidth=0.8)
         handles.append(Patch(color="0.7", label="frames"))
-        for i, name in enumerate(_isotopes(run)):
-            p = _peak(run, name)
-            lo, hi = scalar(p, "alpha_range_lo"), scalar(p, "alpha_range_hi")
-            if not (math.isfinite(lo) and math.isfinite(hi)):
+        for name in names:
+            shown = sca_ranges.get(name) if unit == SCA else _mev_range(run, name)
+            if shown is None:
                 continue
-            ax.axvspan(lo, hi, color=_color(i), alpha=0.25, linewidth=0)
+            lo, hi = shown
+            ax.axvspan(lo, hi, color=colors[name], alpha=0.25, linewidth=0)
             n = int(row.iso_n_frames.sel(isotope=name))
-            handles.append(Patch(color=_color(i), alpha=0.4,
-                                 label=f"{name} [{lo:.3f}, {hi:.3f}] MeV: {n} frames"))
-        boundary = scalar(run, "alpha_overlap_boundary")
+            how = (f" (SCA [{sca_ranges[name][0]:g}, {sca_ranges[name][1]:g}])"
+                   if name in sca_ranges and unit != SCA else "")
+            handles.append(Patch(color=colors[name], alpha=0.4,
+                                 label=f"{name} [{lo:.3f}, {hi:.3f}] {unit}{how}: {n} frames"))
+        boundary = scalar(run, "alpha_overlap_boundary") if "alpha_overlap_boundary" in run \
+            and not sca_ranges else math.nan
         if math.isfinite(boundary):
             ax.axvline(boundary, color="k", linestyle=":", linewidth=1.2)
             handles.append(Line2D([], [], color="k", linestyle=":",
@@ -196,11 +266,13 @@ def plot_alpha_spectrum_set(sets: xr.Dataset, run: xr.Dataset, set_name: str,
                           label=f"untagged: {int(row.n_untagged)} frames "
                                 f"({int(row.n_no_alpha)} without an alpha energy)"))
     ax.legend(handles=handles, fontsize=FONT_SIZE - 2, loc="upper right")
-    ax.set_xlabel("calibrated alpha energy, alpha_energy_mev [MeV]")
+    ax.set_xlabel(f"{scale} [{unit}]")
     ax.set_ylabel("frames / bin")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.set_title(f"{run_id} — {set_name}: alpha spectrum and isotope ranges",
+    tagged = "\ntagged by alpha.isotope_ranges on the SCA scale (no calibration)" \
+        if unit == SCA else ""
+    ax.set_title(f"{run_id} — {set_name}: alpha spectrum and isotope ranges{tagged}",
                  fontsize=FONT_SIZE + 1)
     return fig
 

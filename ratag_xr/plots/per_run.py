@@ -6,6 +6,7 @@ note under the axes."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -27,6 +28,7 @@ from ratag_xr.plots._common import (
     text,
     wrap,
 )
+from ratag_xr.vocabulary import GAIN_OWN
 
 #: HistFit field -> variable of the ``run`` dataset.
 XRAY_HIST_VARS = {
@@ -56,12 +58,19 @@ def plot_xray_histogram(run: xr.Dataset, run_id: str, *, exclude_index: int = 0)
     ax = fig.add_subplot()
     draw_fitted_histogram(ax, fit, quantity="X-ray S2 area", count_label="events / bin")
     title = f"{run_id} — X-ray S2 area, all sets combined"
-    if fit.success and math.isfinite(scalar(run, "g_S2")):
-        gain = fmt_pm(scalar(run, "g_S2"), scalar(run, "g_S2_err"))
+    # this histogram's own gain (g_S2 may be another run's: calibrate.g_s2)
+    own = "g_S2_own" if "g_S2_own" in run else "g_S2"
+    if fit.success and math.isfinite(scalar(run, own)):
+        gain = fmt_pm(scalar(run, own), scalar(run, f"{own}_err"))
         title += (f"\ngain $g_{{S2}}$ = {gain} {AREA_UNIT} per electron (95% CI), "
                   f"$N_{{e,\\mathrm{{exp}}}}$ = {scalar(run, 'N_e_exp'):.1f}")  # fmt: skip
     elif not fit.success:
         title += " — fit failed"
+    if own == "g_S2_own" and str(run.g_S2_source.values.item()) != GAIN_OWN:
+        source = str(run.g_S2_source.values.item())
+        title += (f"\nthe recombination uses $g_{{S2}}$ = "
+                  f"{fmt_pm(scalar(run, 'g_S2'), scalar(run, 'g_S2_err'))} from "
+                  f"{Path(source).name if '/' in source else source}")
     ax.set_title(title, fontsize=FONT_SIZE + 1)
     return fig
 

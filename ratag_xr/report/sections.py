@@ -32,6 +32,7 @@ from ratag_xr.report.html import (
     pm,
     table,
 )
+from ratag_xr.vocabulary import GAIN_OWN as OWN_GAIN
 
 #: figure name (file name after ``<set>_`` / ``<run_id>_``) -> what it shows, in page order
 FIGURE_CAPTIONS = {
@@ -210,15 +211,27 @@ def run_section(results) -> str:
         note = f'<span class="bad">fit failed: {esc(_text(run, "xray_fit_reason"))}</span>'
     rows.append(("X-ray S2 area A<sub>x</sub> ± ci95",
                  pm(_get(run, "A_x_mean"), _get(run, "A_x_ci95"), "mV·µs"), note))
+    source = _text(run, "g_S2_source")
+    gain_note = "A<sub>x</sub> / N<sub>e,exp</sub>"
+    if source and source != OWN_GAIN:
+        gain_note = (f"from {esc(source)}"
+                     + (f" (its lineage {esc(_text(run, 'g_S2_source_lineage')[:12])})"
+                        if _text(run, "g_S2_source_lineage") else "")
+                     + "; this run's X-ray fit: "
+                     + pm(_get(run, "g_S2_own"), _get(run, "g_S2_own_err"), "mV·µs/electron"))
     rows.append(("S2 gain g<sub>S2</sub> ± ci95",
-                 pm(_get(run, "g_S2"), _get(run, "g_S2_err"), "mV·µs/electron"),
-                 "A<sub>x</sub> / N<sub>e,exp</sub>"))
+                 pm(_get(run, "g_S2"), _get(run, "g_S2_err"), "mV·µs/electron"), gain_note))
     attrs = run.attrs if run is not None else {}
+    recoil = ""
+    if "e_recoil" in attrs:
+        recoil = (f"; r is against E<sub>R</sub> / W = {num(attrs['e_recoil'])} eV / "
+                  f"{num(attrs.get('w_value'))} eV"
+                  + (f" ({esc(str(attrs['e_recoil_source']))})"
+                     if attrs.get("e_recoil_source") else ""))
     rows.append(("expected electrons N<sub>e,exp</sub>",
                  f"{num(_get(run, 'N_e_exp'))} electrons",
-                 f"E / W = {num(attrs.get('e_recoil', attrs.get('e_xray')))} eV / "
-                 f"{num(attrs.get('w_value'))} eV"
-                 + (" (recoil energy)" if "e_recoil" in attrs else " (X-ray energy)")))
+                 f"E<sub>x</sub> / W = {num(attrs.get('e_xray'))} eV / "
+                 f"{num(attrs.get('w_value'))} eV{recoil}"))
     dok = _flag(run, "diffusion_success")
     dnote = (f"longitudinal, from σ² of the S2 duration against t<sub>drift</sub>/v²; "
              f"χ²/ndf = {fixed(_get(run, 'diffusion_chi2_ndf'), 2)}")

@@ -5,7 +5,8 @@ turns its charge into a positive pulse, recorded by a second scope channel in vo
 record shorter than the PMT's.  Model, per frame (one trigger):
 
 * Isotope: Th228, Ra224, Rn220, Po216, Po212 in secular equilibrium: equal activities,
-  Po212 0.64 of the others (it follows only the 64 % beta branch of Bi212).
+  Po212 0.64 of the others (it follows only the 64 % beta branch of Bi212); with
+  ``alpha_isotopes`` only those (a single-isotope run, e.g. an SCA-triggered Ra-224 run).
 * Deposited energy: the isotope's reference energy (§13) with a Gaussian resolution
   (``alpha_resolution_mev``), and for a fraction ``alpha_tail_fraction`` of the frames a
   loss drawn from an exponential of mean ``alpha_tail_mev`` (the low-energy tail of
@@ -61,8 +62,12 @@ def sca_of_energy(energy_mev):
     return c0 + c1 * e + c2 * e * e
 
 
-def isotope_fractions() -> np.ndarray:
+def isotope_fractions(config: SimConfig | None = None) -> np.ndarray:
+    """Probability of each of :data:`ISOTOPES` per frame (``config.alpha_isotopes``: only
+    those, in their equilibrium proportions)."""
     w = np.asarray(RELATIVE_ACTIVITY, dtype=np.float64)
+    if config is not None and config.alpha_isotopes is not None:
+        w = np.where(np.isin(ISOTOPES, config.alpha_isotopes), w, 0.0)
     return w / w.sum()
 
 
@@ -155,7 +160,7 @@ def draw_alpha_events(rng: np.random.Generator, config: SimConfig, n: int) -> Al
     """The alpha of each of ``n`` frames (the draw order is part of the seed)."""
     c = config
     has = rng.random(n) >= c.alpha_missing_fraction
-    isotope = rng.choice(len(ISOTOPES), size=n, p=isotope_fractions()).astype(np.int8)
+    isotope = rng.choice(len(ISOTOPES), size=n, p=isotope_fractions(c)).astype(np.int8)
     energy = np.asarray(REFERENCE_MEV)[isotope] + c.alpha_resolution_mev * rng.standard_normal(n)
     tail = rng.random(n) < c.alpha_tail_fraction
     energy = energy - np.where(tail, rng.exponential(c.alpha_tail_mev, n), 0.0)
@@ -195,7 +200,7 @@ def alpha_truth(config: SimConfig) -> dict:
     return {
         "isotopes": list(ISOTOPES),
         "reference_energy_mev": list(REFERENCE_MEV),
-        "fractions": isotope_fractions().tolist(),
+        "fractions": isotope_fractions(config).tolist(),
         "sca_relation": {"law": "sca = c0 + c1 E + c2 E^2, E in MeV (deposited energy)",
                          "c0": c0, "c1": c1, "c2": c2},
         "sca_peaks": sca_of_energy(REFERENCE_MEV).tolist(),

@@ -128,6 +128,9 @@ class SimConfig:
     alpha_tail_fraction: float = 0.25  #: frames with a low-energy tail loss
     alpha_tail_mev: float = 0.15  #: mean of the exponential tail loss
     alpha_missing_fraction: float = 0.03  #: frames without an alpha (baseline only)
+    #: only these isotopes' alphas, in their equilibrium proportions (a single-isotope run,
+    #: e.g. ("Ra224",)); None: the whole Th-228 chain
+    alpha_isotopes: tuple[str, ...] | None = None
 
     def __post_init__(self):
         # sets may come as lists (YAML, JSON): store hashable tuples
@@ -136,6 +139,8 @@ class SimConfig:
         except TypeError as exc:
             raise ConfigError(f"SimConfig: sets must be (gate, anode) pairs, got "
                               f"{self.sets!r}") from exc
+        if self.alpha_isotopes is not None:
+            object.__setattr__(self, "alpha_isotopes", tuple(self.alpha_isotopes))
         _validate(self)
 
     # -- derived digitiser quantities ------------------------------------------------------
@@ -259,6 +264,12 @@ def _validate(c: SimConfig) -> None:
                             f"Savitzky-Golay window), got {n_alpha}")
         need(c.alpha_record_start_us < c.alpha_time_us < c.alpha_record_end_us,
              "alpha_time_us must lie inside the alpha record")
+        if c.alpha_isotopes is not None:
+            from ratag_xr.simulate.alpha import ISOTOPES
+
+            need(len(c.alpha_isotopes) > 0 and set(c.alpha_isotopes) <= set(ISOTOPES),
+                 f"alpha_isotopes must name some of {list(ISOTOPES)}, got "
+                 f"{list(c.alpha_isotopes)}")
     try:
         datetime.fromisoformat(c.start_time)
     except ValueError:

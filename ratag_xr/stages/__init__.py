@@ -57,6 +57,10 @@ class Stage:
     #: the stage can add new raw files' results to its stored ones (``ctx.appendable``,
     #: ``ctx.previous``) when nothing but the raw files changed (live mode)
     incremental: bool = False
+    #: what the stage reads from outside this run (``external(config) -> {what: {...}}``,
+    #: e.g. another run's stored g_S2 and its lineage hash): it enters the lineage, so a
+    #: changed source recomputes the stage
+    external: Callable | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "reads", tuple(self.reads))

@@ -17,7 +17,7 @@ from ratag_xr.driver import frame_scaling
 from ratag_xr.params import Param, at_least, increasing, nonneg, one_of
 from ratag_xr.physics.s1 import estimate_t_s1
 from ratag_xr.physics.s2_window import s2_window_stats
-from ratag_xr.physics.transport import set_transport
+from ratag_xr.physics.transport import reduced_field, set_transport
 from ratag_xr.pipeline.frames import compute_pass, first_frames
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.store import store_state
@@ -77,7 +77,8 @@ def _labeled(values: dict, set_names) -> xr.Dataset:
 
 def transport_table(store, run_cfg, names) -> xr.Dataset:
     """§1 per set of ``names``: gate/anode voltages, fields, reduced fields, density, drift
-    speed and time (``run_cfg``: the ``run`` section)."""
+    speed and time (``run_cfg``: the ``run`` section; its ``el_field``, when given, is the
+    EL field of every set instead of the one from the set name's voltages)."""
     state = store_state(store)
     gate = np.array([state["sets"][n]["gate"] for n in names], dtype=float)
     anode = np.array([state["sets"][n]["anode"] for n in names], dtype=float)
@@ -85,6 +86,9 @@ def transport_table(store, run_cfg, names) -> xr.Dataset:
                            temperature_k=run_cfg.temperature,
                            drift_gap_cm=run_cfg.drift_gap, el_gap_cm=run_cfg.el_gap)
     values["gas_density"] = np.full(len(names), values["gas_density"])
+    if run_cfg.el_field is not None:
+        values["EL_field"] = np.full(len(names), float(run_cfg.el_field))
+        values["red_EL_field"] = reduced_field(values["EL_field"], values["gas_density"])
     ds = _labeled(values, names)
     ds = ds.assign_coords(gate=("set", gate), anode=("set", anode))
     return describe(ds, ["gate", "anode"]).set_coords(list(TRANSPORT))
@@ -206,15 +210,17 @@ def compute(ctx) -> StageResult:
     sets.attrs.update(run_id=ctx.run_id, s2_window_method=cfg.s2_method,
                       s2_timing=cfg.s2_timing, s2_max_gap=cfg.s2_max_gap,
                       pressure=ctx.config.run.pressure,
-                      temperature=ctx.config.run.temperature)
+                      temperature=ctx.config.run.temperature,
+                      el_field_source="run.el_field" if ctx.config.run.el_field is not None
+                      else "set name")
     return StageResult(sets=sets)
 
 
 STAGE = register(Stage(
     name="prepare",
-    version=4,
+    version=5,
     reads=("waveforms", f"feature:{CROSSINGS}", "config:run.pressure", "config:run.temperature",
-           "config:run.sets", "config:run.exclude",
+           "config:run.sets", "config:run.exclude", "config:run.el_field",
            "config:run.drift_gap", "config:run.el_gap", "config:run.run_id"),
     params=PARAMS,
     provides={"sets": ("gate", "anode", *TRANSPORT, *S1, *WINDOW)},
