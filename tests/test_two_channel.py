@@ -254,16 +254,16 @@ def test_kill_and_resume_two_channels_equal_uninterrupted(tmp_path, client):
     manifest = manifest_path(store)
     rng = np.random.default_rng(15)
     # files 1-9 of both channels (36 files, a planned and an ok line each): kill while
-    # planning and twice while copying, then resume
-    for k in (5, *sorted(rng.integers(37, 72, size=2))):
+    # planning and while copying, then resume
+    for k in (5, int(rng.integers(37, 72))):
         assert _kill_after(_ingest_cmd(run, store), manifest, k) == -signal.SIGKILL
     done = subprocess.run(_ingest_cmd(run, store), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    # files 10 and 11 land: killed twice while appending, then resumed
+    # files 10 and 11 land: killed while appending, then resumed
     for i, twins in enumerate(sets):
         _back(run, twins, (10, 11), late / str(i))
     base = _lines(manifest)
-    for k in (base + 3, base + 11):
+    for k in (base + 7,):  # killed while appending
         assert _kill_after(_ingest_cmd(run, store), manifest, k) == -signal.SIGKILL
     done = subprocess.run(_ingest_cmd(run, store), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
