@@ -44,10 +44,11 @@ from ratag_xr.cluster import close_client, make_client
 from ratag_xr.config import Config
 from ratag_xr.pipeline import load_results, run_pipeline
 from ratag_xr.simulate import SimConfig, simulate_run
+from ratag_xr.stages import ORDER
 
 REAL_FORMAT = dict(sampling_rate_gs=5.0, record_start_us=-3.0, record_end_us=35.0,
                    dtype="int16")
-ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "export", "plots")
+ANALYSIS = ORDER  # every stage, in run order
 GOAL_EFFICIENCY = 0.8
 MB = 1e6
 
