@@ -31,7 +31,7 @@ import yaml
 
 from ratag_xr.config import Config, is_windows_path
 from ratag_xr.errors import ConfigError, RatagError
-from ratag_xr.params import PARAMS, declare_data_warning
+from ratag_xr.params import PARAMS, declare_data_warning, replace_generated
 
 #: Their top-level sections (any of them, or ``run_id``, marks their layout).
 SECTIONS = ("data", "experiment", "multi_isotope", "energy_mapping", "pipeline",
@@ -629,11 +629,8 @@ def mapping_table() -> str:
 
 
 def readme_with_table(text: str) -> str:
-    if TABLE_START not in text or TABLE_END not in text:
-        raise RatagError(f"the README has no {TABLE_START} ... {TABLE_END} block")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f"{head}{TABLE_START}\n{mapping_table()}\n{TABLE_END}{tail}"
+    """``text`` (the README) with its mapping table replaced by :func:`mapping_table`."""
+    return replace_generated(text, TABLE_START, TABLE_END, mapping_table())
 
 
 if __name__ == "__main__":  # python -m ratag_xr.group_config README.md

@@ -360,13 +360,19 @@ def config_table() -> str:
 TABLE_START, TABLE_END = "<!-- config-table: generated -->", "<!-- /config-table -->"
 
 
+def replace_generated(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with what lies between the markers ``start`` and ``end`` replaced by
+    ``body`` (a generated README block)."""
+    if start not in text or end not in text:
+        raise RatagError(f"the README has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def readme_with_table(text: str) -> str:
     """``text`` (the README) with its config table replaced by :func:`config_table`."""
-    if TABLE_START not in text or TABLE_END not in text:
-        raise RatagError(f"the README has no {TABLE_START} ... {TABLE_END} block")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f"{head}{TABLE_START}\n{config_table()}\n{TABLE_END}{tail}"
+    return replace_generated(text, TABLE_START, TABLE_END, config_table())
 
 
 if __name__ == "__main__":  # python -m ratag_xr.params README.md: regenerate the table
