@@ -29,7 +29,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="report",
-    version=1,
+    version=2,
     reads=tuple(f"stage:{s}" for s in READS) + ("config:run.run_id",),
     compute=compute,
     files=(REPORT_NAME,),
