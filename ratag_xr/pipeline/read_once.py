@@ -21,17 +21,16 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from ratag_xr.cluster import os_errors_returned, task_result
+from ratag_xr.cluster import os_errors_returned
 from ratag_xr.driver import ChannelKernels, FrameRecords, KernelRef, frame_records, run_kernels
-from ratag_xr.errors import WfmError
 from ratag_xr.features import Feature, arguments
 from ratag_xr.pipeline.frames import _combine, _labeled, node_args, node_features
 from ratag_xr.store.ingest import (
     FileTask,
     IngestSummary,
     RawFile,
-    complete_file,
     copy_file,
+    finished_files,
     write_block,
 )
 from ratag_xr.store.layout import manifest_path
@@ -130,25 +129,12 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
         futures[fut] = task
     manifest = Manifest.load(manifest_path(store))
     summary = IngestSummary(store=store)
-    from distributed import as_completed
-    from tqdm import tqdm
-
     results: dict[tuple, np.ndarray] = {}
-    bar = tqdm(total=len(futures), unit="file", desc=label or "read once",
-               disable=not progress, file=sys.stderr, leave=False)
-    for fut in as_completed(futures, loop=client.loop):
-        task = futures[fut]
-        try:
-            facts = task_result(fut)
-        except WfmError as err:
-            facts = err
-        records = None
-        if isinstance(facts, tuple):
-            facts, records = facts
-        if complete_file(store, task, facts, manifest, summary, _say) and records is not None:
+    for task, records, ok in finished_files(client, futures, store, manifest, summary, _say,
+                                            desc=label or "read once", progress=progress,
+                                            leave=False):
+        if ok and records is not None:
             results[(task.node, task.set_index, task.slot0, task.role)] = records
-        bar.update(1)
-    bar.close()
     # 3. one labeled dataset: store records first, file records in their slots
     fresh = reopen()
     parts = []

@@ -127,23 +127,24 @@ def _value_html(value, var_name: str = "") -> str | Cell:
 
 
 def without_empty_alpha(results):
-    """``results`` without the alpha and per-isotope variables when the run has no alpha
-    data (a PMT-only run: its alpha stages record only "no alpha frames")."""
+    """``results`` without what the alpha and isotopes stages provide when the run has no
+    alpha data (a PMT-only run: those stages record only "no alpha frames")."""
+    from ratag_xr.stages import STAGES
+    from ratag_xr.stages.alpha import has_alpha
+
     run = getattr(results, "run", None)
-    if run is None or "alpha_n_frames" not in run:
+    if run is None or "alpha_n_frames" not in run or has_alpha(run):
         return results
-    if int(run.alpha_n_frames) + int(run.get("alpha_monitor_n_frames", xr.DataArray(0)).sum()):
-        return results
+    alpha = {v for name in ("alpha", "isotopes") for names in STAGES[name].provides.values()
+             for v in names}
 
     def strip(ds):
         if ds is None:
             return None
-        ds = ds.drop_dims([d for d in ds.dims if d in (ISOTOPE_DIM, "monitor")
-                         or str(d).startswith("alpha")])
-        return ds.drop_vars([v for v in ds.data_vars if str(v).startswith(("alpha_", "iso_"))
-                             or v in ("n_untagged", "n_no_alpha", "E_recoil")])
+        ds = ds.drop_vars([v for v in ds.data_vars if v in alpha])
+        used = {d for v in ds.data_vars.values() for d in v.dims}
+        return ds.drop_dims([d for d in ds.dims if d not in used])
     return replace(results, sets=strip(results.sets), run=strip(run))
-
 
 
 def failures(results, progress: dict | None = None) -> list[tuple[str, str, str]]:

@@ -250,6 +250,36 @@ def copy_file(task: FileTask, store: str, chunk: int) -> dict:
         return raw.facts()
 
 
+def finished_files(client, futures: dict, store: Path, manifest: Manifest,
+                   summary: IngestSummary, report, *, desc: str, progress: bool = True,
+                   leave: bool = True):
+    """The file tasks of ``futures`` (future -> :class:`FileTask`) as they finish, each
+    recorded by :func:`complete_file` (a file the task found unreadable is a ``bad``
+    event): yields (task, what the task returned beside the file's facts or None, ok)."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    from ratag_xr.cluster import task_result
+
+    bar = tqdm(total=len(futures), unit="file", desc=desc, disable=not progress,
+               file=sys.stderr, leave=leave)
+    try:
+        for fut in as_completed(futures, loop=client.loop):
+            task = futures[fut]
+            try:
+                result = task_result(fut)
+            except WfmError as err:
+                result = err
+            extra = None
+            if isinstance(result, tuple):  # (facts, more): e.g. a read-once task's records
+                result, extra = result
+            ok = complete_file(store, task, result, manifest, summary, report)
+            bar.update(1)
+            yield task, extra, ok
+    finally:
+        bar.close()
+
+
 def complete_file(store: Path, task: FileTask, result, manifest: Manifest,
                   summary: IngestSummary, report) -> bool:
     """After a file's task: its per-frame coordinates, then its ``ok`` event (or its
@@ -689,7 +719,7 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
 
 def _run_tasks(store, state, tasks, manifest, summary, client, progress, report):
     # deferred: starting Dask is ingest's job only
-    from ratag_xr.cluster import managed_client, os_errors_returned, task_result
+    from ratag_xr.cluster import managed_client, os_errors_returned
 
     with managed_client(client) as cl:
         if progress:
@@ -700,16 +730,6 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
             fut = cl.submit(os_errors_returned, copy_file, task, str(store), chunk, pure=False,
                             key=f"ingest-{task.set_name}-{task.path.name}")
             futures[fut] = task
-        from distributed import as_completed
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), unit="file", desc="ingest", disable=not progress)
-        for fut in as_completed(futures, loop=cl.loop):
-            task = futures[fut]
-            try:
-                result = task_result(fut)
-            except WfmError as err:
-                result = err
-            complete_file(store, task, result, manifest, summary, report)
-            bar.update(1)
-        bar.close()
+        for _ in finished_files(cl, futures, store, manifest, summary, report, desc="ingest",
+                                progress=progress):
+            pass
