@@ -146,7 +146,7 @@ def _files_problem(out: Path, records: list[dict]) -> str | None:
         st = path.stat()
         if st.st_size != rec["size"]:
             return f"output altered: {rec['path']}"
-        if st.st_mtime_ns != rec["mtime_ns"] and content_hash(path) != rec["hash"]:
+        if st.st_mtime_ns != rec["mtime_ns"] and content_hash(path, rec["hash"]) != rec["hash"]:
             return f"output altered: {rec['path']}"
     return None
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
+import blake3
 import numpy as np
 import pytest
 import xarray as xr
@@ -197,6 +199,28 @@ def test_touched_but_unchanged_file_is_recognised_by_its_hash(tmp_path, client):
     victim.write_bytes(bytes(data))
     with pytest.raises(StoreError, match=r"RUN3_20260101_P1_0001.wfm: changed since it was "
                                          r"ingested \(its content hash.*--rebuild"):
+        ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+
+
+def test_content_hash_is_blake3_and_older_blake2b_records_still_check(tmp_path, client):
+    run = tmp_path / "run"
+    make_run(run, n_files=1)
+    store = tmp_path / "w.zarr"
+    ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    victim = run / "FieldScan_Gate200_Anode1700" / "RUN3_20260101_P1_0000.wfm"
+    manifest = Manifest.load(manifest_path(store))
+    event = manifest.get("FieldScan_Gate200_Anode1700", victim.name)
+    assert event["hash"] == "blake3:" + blake3.blake3(victim.read_bytes()).hexdigest()
+    # a store written when records were BLAKE2b-160: a touched file is checked with it
+    legacy = hashlib.blake2b(victim.read_bytes(), digest_size=20).hexdigest()
+    manifest.append(dict(event, hash=f"blake2b:{legacy}"))
+    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    again = ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    assert again.files_written == 0
+    data = bytearray(victim.read_bytes())
+    data[-100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="its content hash differs"):
         ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
 
 

@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from ratag_xr.cluster import os_errors_returned
 from ratag_xr.driver import ChannelKernels, FrameRecords, KernelRef, frame_records, run_kernels
@@ -31,6 +30,7 @@ from ratag_xr.store.ingest import (
     RawFile,
     copy_file,
     finished_files,
+    waveform_array,
     write_block,
 )
 from ratag_xr.store.layout import manifest_path
@@ -45,7 +45,7 @@ def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, output
     the same reads; returns (the file's facts, one record per frame).  ``kernels``,
     ``outputs``, ``fill`` and ``values`` are those of the features of the file's channel
     (``values``: per kernel its inputs for the file's set, scalars)."""
-    arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
+    arr = waveform_array(store, task)
     out = np.empty(task.n_frames, dtype=record)
     names = [n for group in outputs for n in group]
     for name, value in zip(names, fill, strict=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,14 +110,37 @@ def plain_strings(ds: xr.Dataset) -> xr.Dataset:
                                       if name in ds.coords})
 
 
+#: Parts read in this process, by path, with the identity of what is on disk: the part's
+#: ``zarr.json`` (inode, modification time, size) and the stage's (its lineage and file
+#: record, as bytes).  A stage is saved under a new temporary name and renamed into place,
+#: so a part read before is reused only while it is the very one on disk.
+_LOADED: OrderedDict[str, tuple[tuple, xr.Dataset]] = OrderedDict()
+_LOADED_MAX = 64
+
+
 def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
-    """One stored part of a stage loaded into memory, or None.  Read here, without Dask
-    (not as tasks of whatever cluster is the default client): the parts are small."""
+    """One stored part of a stage loaded into memory (a copy of its own), or None.  Read
+    here, without Dask (not as tasks of whatever cluster is the default client): the
+    parts are small.  The stages of one command read the same parts many times: a part
+    already read is copied from memory while the stored one is unchanged."""
     path = Path(results) / stage / part
-    if not (path / "zarr.json").exists():
+    try:
+        st = (path / "zarr.json").stat()
+        stage_meta = (path.parent / "zarr.json").read_bytes()
+    except FileNotFoundError:
         return None
+    key = str(path.resolve())
+    identity = (st.st_ino, st.st_mtime_ns, st.st_size, stage_meta)
+    hit = _LOADED.get(key)
+    if hit is not None and hit[0] == identity:
+        _LOADED.move_to_end(key)
+        return hit[1].copy(deep=True)
     ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks=None)
-    return plain_strings(ds.load())
+    ds = plain_strings(ds.load())
+    _LOADED[key] = (identity, ds)
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.popitem(last=False)
+    return ds.copy(deep=True)
 
 
 @dataclass

@@ -19,7 +19,6 @@ the next run; an ``ok`` file is never touched again.  Memory: a task holds one c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -52,8 +51,14 @@ from ratag_xr.store.discover import (
     natural_key,
     twin_name,
 )
-from ratag_xr.store.manifest import HASH_NAME, Manifest, content_hash, file_fingerprint
-from ratag_xr.store.schema import create_node, grow_node, write_file_coords, write_set_coords
+from ratag_xr.store.manifest import (
+    HASH_NAME,
+    Manifest,
+    content_hash,
+    file_fingerprint,
+    new_digest,
+)
+from ratag_xr.store.schema import create_node, grow_node, write_files_coords, write_set_coords
 
 #: §11: twins' trigger time stamps must agree to this, ns
 TWIN_STAMP_TOLERANCE_NS = 1000
@@ -170,14 +175,14 @@ class RawFile:
 
     ``raw.blocks(n)`` yields ``(start, codes)``: native-order (frames, samples) codes of
     frames [start, start + len); ``raw.facts()`` then gives the file's content hash
-    (``blake2b`` of every byte, from the same reads as the frames), trigger time stamps,
+    (of every byte, from the same reads as the frames), trigger time stamps,
     scaling in the stored unit (``scale``/``offset``, also attributes from the start),
     size and modification time.
     """
 
     def __init__(self, task: FileTask):
         self.task = task
-        self._digest = hashlib.blake2b(digest_size=20)
+        self._digest = new_digest()
 
     def __enter__(self) -> RawFile:
         task = self.task
@@ -241,21 +246,37 @@ def write_block(arr, task: FileTask, start: int, codes: np.ndarray, chunk: int) 
         arr[task.set_index: task.set_index + 1, slot: slot + chunk, :] = buffer
 
 
+def waveform_array(store: str, task: FileTask):
+    """The waveform array a file task writes, opened for writing whole chunks: zarr does
+    not compare each chunk with the fill value first (``write_empty_chunks``), which
+    would scan every chunk once more; a chunk of zeros (padding) costs a few bytes."""
+    arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
+    return arr.with_config({"write_empty_chunks": True})
+
+
 def copy_file(task: FileTask, store: str, chunk: int) -> dict:
     """Dask task: copy one raw file's frames into its slots; return its per-frame facts."""
-    arr = zarr.open_array(store=store, path=f"{task.node}/{task.array}", mode="r+")
+    arr = waveform_array(store, task)
     with RawFile(task) as raw:
         for start, codes in raw.blocks(chunk):
             write_block(arr, task, start, codes, chunk)
         return raw.facts()
 
 
+#: Finished file tasks are recorded together (coordinates, then the manifest events) once
+#: no other task has finished meanwhile or this many seconds after the oldest unrecorded
+#: one: one read and one write per coordinate array for a batch instead of per file.
+RECORD_EVERY_S = 1.0
+
+
 def finished_files(client, futures: dict, store: Path, manifest: Manifest,
                    summary: IngestSummary, report, *, desc: str, progress: bool = True,
                    leave: bool = True):
-    """The file tasks of ``futures`` (future -> :class:`FileTask`) as they finish, each
-    recorded by :func:`complete_file` (a file the task found unreadable is a ``bad``
-    event): yields (task, what the task returned beside the file's facts or None, ok)."""
+    """The file tasks of ``futures`` (future -> :class:`FileTask`) as they finish, recorded
+    by :func:`complete_files` (a file the task found unreadable is a ``bad`` event) in
+    batches: yields (task, what the task returned beside the file's facts or None, ok)."""
+    import time
+
     from distributed import as_completed
     from tqdm import tqdm
 
@@ -263,45 +284,66 @@ def finished_files(client, futures: dict, store: Path, manifest: Manifest,
 
     bar = tqdm(total=len(futures), unit="file", desc=desc, disable=not progress,
                file=sys.stderr, leave=leave)
+    done: list[tuple] = []  # (task, facts or WfmError, extra), not yet recorded
+    oldest = None
+    ac = as_completed(futures, loop=client.loop)
     try:
-        for fut in as_completed(futures, loop=client.loop):
-            task = futures[fut]
-            try:
-                result = task_result(fut)
-            except WfmError as err:
-                result = err
-            extra = None
-            if isinstance(result, tuple):  # (facts, more): e.g. a read-once task's records
-                result, extra = result
-            ok = complete_file(store, task, result, manifest, summary, report)
-            bar.update(1)
-            yield task, extra, ok
+        for batch in ac.batches():
+            for fut in batch:
+                task = futures[fut]
+                try:
+                    result = task_result(fut)
+                except WfmError as err:
+                    result = err
+                extra = None
+                if isinstance(result, tuple):  # (facts, more): a read-once task's records
+                    result, extra = result
+                done.append((task, result, extra))
+                bar.update(1)
+            oldest = oldest or time.monotonic()
+            if not ac.is_empty() and not ac.has_ready() and \
+                    time.monotonic() - oldest < RECORD_EVERY_S:
+                continue
+            batch_done, done, oldest = done, [], None
+            oks = complete_files(store, [(t, r) for t, r, _ in batch_done], manifest,
+                                 summary, report)
+            for (task, _, extra), ok in zip(batch_done, oks, strict=True):
+                yield task, extra, ok
     finally:
+        if done:  # a task failed in a way no file explains: keep what finished before it
+            complete_files(store, [(t, r) for t, r, _ in done], manifest, summary, report)
         bar.close()
 
 
-def complete_file(store: Path, task: FileTask, result, manifest: Manifest,
-                  summary: IngestSummary, report) -> bool:
-    """After a file's task: its per-frame coordinates, then its ``ok`` event (or its
-    ``bad`` event when the task found the file unreadable); True when it is ok."""
-    if isinstance(result, WfmError):
-        event = {"set": task.set_name, "file": task.path.name, "status": "bad",
-                 "role": task.role, "reason": result.problem,
-                 "fingerprint": file_fingerprint(task.path)}
-        if task.twin_of is not None:
-            event["twin_of"] = task.twin_of
-        manifest.append(event)
-        report(f"skipping {task.set_name}/{task.path.name}: {result.problem}")
-        return False
-    write_file_coords(store, task, result)
-    event = dict(manifest.get(task.set_name, task.path.name))
-    event.update(status="ok", hash=result["hash"],
-                 fingerprint={"size": result["size"], "mtime_ns": result["mtime_ns"]})
-    manifest.append(event)
-    summary.files_written += 1
-    if task.twin_of is None:
-        summary.frames_written += task.n_frames
-    return True
+def complete_files(store: Path, results: list[tuple], manifest: Manifest,
+                   summary: IngestSummary, report) -> list[bool]:
+    """After file tasks, ``results`` = [(task, facts or WfmError)]: the per-frame
+    coordinates of every file that is ok, then its ``ok`` event (or the ``bad`` event of a
+    file the task found unreadable); True for each file that is ok."""
+    events, written, oks = [], [], []
+    for task, result in results:
+        if isinstance(result, WfmError):
+            event = {"set": task.set_name, "file": task.path.name, "status": "bad",
+                     "role": task.role, "reason": result.problem,
+                     "fingerprint": file_fingerprint(task.path)}
+            if task.twin_of is not None:
+                event["twin_of"] = task.twin_of
+            events.append(event)
+            report(f"skipping {task.set_name}/{task.path.name}: {result.problem}")
+            oks.append(False)
+            continue
+        written.append((task, result))
+        event = dict(manifest.get(task.set_name, task.path.name))
+        event.update(status="ok", hash=result["hash"],
+                     fingerprint={"size": result["size"], "mtime_ns": result["mtime_ns"]})
+        events.append(event)
+        summary.files_written += 1
+        if task.twin_of is None:
+            summary.frames_written += task.n_frames
+        oks.append(True)
+    write_files_coords(store, written)
+    manifest.extend(events)
+    return oks
 
 
 def first_files(manifest: Manifest, set_name: str, n_frames: int | None) -> list[str]:
@@ -529,7 +571,8 @@ class _Planner:
             return event
         if now["size"] == event["fingerprint"]["size"]:
             # planned: the file is rewritten whole from its current bytes anyway
-            if event["status"] == "planned" or content_hash(path) == event.get("hash"):
+            recorded = event.get("hash")
+            if event["status"] == "planned" or content_hash(path, recorded) == recorded:
                 event = dict(event, fingerprint=now)
                 self.manifest.append(event)
                 return event

@@ -18,10 +18,24 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import blake3
+
 from ratag_xr.store.discover import natural_key
 
-HASH_NAME = "blake2b"
+#: The content hash of new records: BLAKE3 (cryptographic, ~6 GB/s on one core, so hashing
+#: costs little beside reading).  Records written with BLAKE2b (160-bit) are still checked
+#: with their own algorithm, named before the ``:`` of each hash.
+HASH_NAME = "blake3"
 _HASH_BLOCK = 8 * 2**20
+
+
+def new_digest(name: str = HASH_NAME):
+    """A hash object of the algorithm ``name`` (``blake3`` or ``blake2b``)."""
+    if name == "blake3":
+        return blake3.blake3()
+    if name == "blake2b":
+        return hashlib.blake2b(digest_size=20)
+    raise ValueError(f"unknown content hash algorithm {name!r}")
 
 
 def file_fingerprint(path: Path) -> dict:
@@ -30,13 +44,15 @@ def file_fingerprint(path: Path) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def content_hash(path: Path) -> str:
-    """``blake2b`` hex digest of the whole file, read in blocks."""
-    digest = hashlib.blake2b(digest_size=20)
+def content_hash(path: Path, like: str | None = None) -> str:
+    """``<algorithm>:<hex digest>`` of the whole file, read in blocks; with ``like`` (a
+    recorded hash) in that record's algorithm, so the two compare."""
+    name = like.partition(":")[0] if like else HASH_NAME
+    digest = new_digest(name)
     with open(path, "rb") as f:
         while block := f.read(_HASH_BLOCK):
             digest.update(block)
-    return f"{HASH_NAME}:{digest.hexdigest()}"
+    return f"{name}:{digest.hexdigest()}"
 
 
 @dataclass
@@ -68,6 +84,18 @@ class Manifest:
             f.flush()
             os.fsync(f.fileno())
         self.entries[(event["set"], event["file"])] = event
+
+    def extend(self, events: list[dict]) -> None:
+        """Append several events and force them to disk once, before returning."""
+        if not events:
+            return
+        text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in events)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        for event in events:
+            self.entries[(event["set"], event["file"])] = event
 
     def get(self, set_name: str, file_name: str) -> dict | None:
         return self.entries.get((set_name, file_name))

@@ -171,29 +171,51 @@ def write_set_coords(store: Path, node: str, sets: list, x_spacing: float,
         group["sampling_rate"][i] = 1e-9 / x_spacing
 
 
-def write_file_coords(store: Path, task, facts: dict) -> None:
-    """Per-frame coordinates of one written file; the validity flag last, so it never lies.
+def write_files_coords(store: Path, done: list[tuple]) -> None:
+    """Per-frame coordinates of written files, ``done`` = [(task, facts)]; the validity
+    flags last, so they never lie.
 
     A PMT file writes its frame identity and scaling; an alpha twin its alpha scaling and
-    ``alpha_valid``; a file of an alpha monitor set both identity and alpha scaling.
+    ``alpha_valid``; a file of an alpha monitor set both identity and alpha scaling.  The
+    files of one set row are written together: per coordinate, one read and one write of
+    the slots from the first file's to the last one's.
     """
-    group = zarr.open_group(store=str(store), path=task.node, mode="r+")
-    i, a, b = task.set_index, task.slot0, task.slot0 + task.n_frames
-    n = task.n_frames
-    identity = task.role == "pmt" or task.twin_of is None
-    if identity:
-        group["file"][i, a:b] = np.full(n, task.path.name, dtype=object)
-        group["twin_key"][i, a:b] = np.full(n, task.twin_key, dtype=object)
-        group["frame_in_file"][i, a:b] = np.arange(n, dtype=np.int32)
-        group["trigger_time"][i, a:b] = np.asarray(facts["trigger_ns"], dtype=np.int64)
-    if task.role == "pmt":
-        group["code_scale"][i, a:b] = np.full(n, facts["scale"])
-        group["code_offset"][i, a:b] = np.full(n, facts["offset"])
-    else:
-        group["alpha_file"][i, a:b] = np.full(n, task.path.name, dtype=object)
-        group["alpha_code_scale"][i, a:b] = np.full(n, facts["scale"])
-        group["alpha_code_offset"][i, a:b] = np.full(n, facts["offset"])
-        group["alpha_valid"][i, a:b] = True
-    if identity:
-        group["valid"][i, a:b] = True
-        group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
+    rows: dict[tuple[str, int], list] = {}
+    for task, facts in done:
+        rows.setdefault((task.node, task.set_index), []).append((task, facts))
+    for (node, i), items in rows.items():
+        group = zarr.open_group(store=str(store), path=node, mode="r+")
+        lo = min(t.slot0 for t, _ in items)
+        hi = max(t.slot0 + t.n_frames for t, _ in items)
+        values: dict[str, np.ndarray] = {}
+
+        def put(name, a, b, value, group=group, lo=lo, hi=hi, values=values, i=i):
+            if name not in values:
+                old = group[name][i, lo:hi]
+                values[name] = np.asarray(old, dtype=object if old.dtype.kind in "OTU"
+                                          else old.dtype)
+            values[name][a - lo:b - lo] = value
+
+        for task, facts in items:
+            a, b, n = task.slot0, task.slot0 + task.n_frames, task.n_frames
+            identity = task.role == "pmt" or task.twin_of is None
+            if identity:
+                put("file", a, b, task.path.name)
+                put("twin_key", a, b, task.twin_key)
+                put("frame_in_file", a, b, np.arange(n, dtype=np.int32))
+                put("trigger_time", a, b, np.asarray(facts["trigger_ns"], dtype=np.int64))
+            if task.role == "pmt":
+                put("code_scale", a, b, facts["scale"])
+                put("code_offset", a, b, facts["offset"])
+            else:
+                put("alpha_file", a, b, task.path.name)
+                put("alpha_code_scale", a, b, facts["scale"])
+                put("alpha_code_offset", a, b, facts["offset"])
+                put("alpha_valid", a, b, True)
+            if identity:
+                put("valid", a, b, True)
+        flags = ("alpha_valid", "valid")
+        for name in [k for k in values if k not in flags] + [k for k in flags if k in values]:
+            group[name][i, lo:hi] = values[name]
+        if "valid" in values:
+            group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
