@@ -20,6 +20,8 @@ from ratag_xr.store import (
     open_run,
     open_set,
     parse_set_name,
+    read_set_frames,
+    set_frame_count,
     store_state,
 )
 from ratag_xr.store.layout import manifest_path
@@ -100,6 +102,21 @@ def test_ingest_matches_reader_frames(tmp_path, client):
         raw = open_set(tmp_path / "w.zarr", name, raw=True).waveform
         assert raw.dtype == truth.dtype
         np.testing.assert_array_equal(raw.values, truth)
+        # a few frames read straight from Zarr (the validation figure's): the same frames
+        picks = np.sort(rng.choice(len(truth), size=4, replace=False))
+        few = read_set_frames(tmp_path / "w.zarr", name, picks)
+        assert set_frame_count(tmp_path / "w.zarr", name) == len(truth)
+        for j, k in enumerate(picks):
+            np.testing.assert_allclose(few.waveform.values[j],
+                                       -(truth[k] * scale + offset) * 1000.0, rtol=1e-12,
+                                       atol=1e-12)
+        lazy = ds.isel(frame=picks)
+        np.testing.assert_array_equal(few.waveform.values, lazy.waveform.values)
+        np.testing.assert_array_equal(few.frame.values, lazy.frame.values)  # padding skipped
+        assert list(few.file.values) == list(lazy.file.values)
+        np.testing.assert_array_equal(few.frame_in_file.values, lazy.frame_in_file.values)
+        np.testing.assert_array_equal(few.time.values, ds.time.values)
+        assert few.waveform.attrs["units"] == "mV" and few.time.attrs["units"] == "µs"
 
 
 def test_units_long_names_and_padding(tmp_path, client):

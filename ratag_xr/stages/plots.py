@@ -26,7 +26,7 @@ from ratag_xr.io.atomic import atomic_save_figure, remove_stale_temps
 from ratag_xr.pipeline.results import Results
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.stages.alpha import has_alpha
-from ratag_xr.store import open_set
+from ratag_xr.store import read_set_frames, set_frame_count
 
 N_VALIDATION_FRAMES = 10
 
@@ -65,10 +65,10 @@ def validation_frames(store, set_name: str, n_pedestal: int,
                       n: int = N_VALIDATION_FRAMES) -> xr.Dataset:
     """``n`` randomly chosen individual valid frames of a set (reproducible per set name),
     in pedestal-subtracted mV as the analysis sees them."""
-    ds = open_set(store, set_name)
+    n_valid = set_frame_count(store, set_name)
     rng = np.random.default_rng(zlib.crc32(set_name.encode()))
-    pick = np.sort(rng.choice(ds.sizes["frame"], size=min(n, ds.sizes["frame"]), replace=False))
-    frames = ds[["waveform"]].isel(frame=pick).load()
+    pick = np.sort(rng.choice(n_valid, size=min(n, n_valid), replace=False))
+    frames = read_set_frames(store, set_name, pick)  # only the chunks holding them
     pedestal = frames.waveform.isel(time=slice(0, n_pedestal)).mean("time")
     frames["waveform"] = (frames.waveform - pedestal).assign_attrs(
         units="mV", long_name="PMT signal, pedestal-subtracted")

@@ -141,6 +141,52 @@ def open_set(store: str | Path, set_name: str, *, raw: bool = False) -> xr.Datas
     return ds
 
 
+def _set_row(store, set_name: str) -> tuple[zarr.Group, int]:
+    """The node group holding ``set_name`` and the set's row in it."""
+    state = store_state(store)
+    group = zarr.open_group(store=str(store), path=_node_of(state, store, set_name), mode="r")
+    names = np.asarray(group["set"][:], dtype=object)
+    return group, int(np.flatnonzero(names == set_name)[0])
+
+
+def set_frame_count(store: str | Path, set_name: str) -> int:
+    """Valid frames of a set (``open_set(store, set_name).sizes["frame"]``), read directly."""
+    group, row = _set_row(store, set_name)
+    return int(group["n_frames"][row])
+
+
+def read_set_frames(store: str | Path, set_name: str, positions) -> xr.Dataset:
+    """The PMT frames at ``positions`` (indices along ``open_set(store, set_name).frame``,
+    the set's valid frames in frame order) read now, straight from Zarr without Dask: the
+    ``waveform`` in mV (each frame with its own file's scale) with ``time``, ``file``,
+    ``frame_in_file`` and ``frame`` (slot) coordinates, equal to what
+    ``open_set(...).isel(frame=positions)`` decodes.  For a few frames (a figure's): only
+    the chunks holding them are read."""
+    group, row = _set_row(store, set_name)
+    slots = np.flatnonzero(np.asarray(group["valid"][row, :], dtype=bool))
+    slots = slots[np.asarray(positions, dtype=np.int64)]
+    if "waveform" not in group:
+        raise StoreError(f"{store}: set {set_name!r} has no PMT waveform")
+    codes = group["waveform"].get_orthogonal_selection((row, slots, slice(None)))
+    scale = np.asarray(group["code_scale"].get_orthogonal_selection((row, slots)))
+    offset = np.asarray(group["code_offset"].get_orthogonal_selection((row, slots)))
+    mv = codes.astype(np.float64) * scale[:, None] + offset[:, None]
+    attrs = {k: v for k, v in group["waveform"].attrs.items()
+             if k not in ("scale_factor", "add_offset", "scale_coord", "offset_coord",
+                          "_ARRAY_DIMENSIONS", "_FillValue", "coordinates")}
+    time = group["time"]
+    coords = {
+        "time": ("time", time[:], {k: v for k, v in time.attrs.items()
+                                   if not k.startswith("_")}),
+        "frame": ("frame", slots),
+        "file": ("frame", np.asarray(group["file"].get_orthogonal_selection((row, slots)),
+                                     dtype=object)),
+        "frame_in_file": ("frame", group["frame_in_file"].get_orthogonal_selection(
+            (row, slots))),
+    }
+    return xr.Dataset({"waveform": (("frame", "time"), mv, attrs)}, coords=coords)
+
+
 def run_nodes(store: str | Path, *, raw: bool = False) -> dict[str, xr.Dataset]:
     """Each PMT node's Dataset by node name (the unit the per-frame driver maps over); a
     two-channel node holds ``alpha_waveform`` beside ``waveform``."""
