@@ -309,3 +309,52 @@ def test_a_file_with_its_own_vertical_scale_is_kept(tmp_path, client):
     assert sorted(set(ds.code_scale.values)) == pytest.approx([-0.5, -0.1])
     raw = open_set(tmp_path / "w.zarr", "FieldScan_Gate200_Anode1700", raw=True)
     assert "scale_factor" not in raw.waveform.attrs  # the kernels take per-frame scales
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+@pytest.mark.parametrize("cname,clevel,shuffle", [("lz4", 5, "bitshuffle"),
+                                                  ("zstd", 3, "shuffle"),
+                                                  ("blosclz", 1, "noshuffle")])
+def test_chunk_files_written_by_ingest_equal_zarrs_own(tmp_path, dtype, cname, clevel, shuffle):
+    from zarr.codecs import BloscCodec
+
+    from ratag_xr.store.ingest import ChunkWriter
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min // 8, info.max // 8, size=(2, 3 * 5, 700)).astype(dtype)
+    arrays = {}
+    for name in ("ours", "zarr"):
+        arrays[name] = zarr.create_array(
+            store=str(tmp_path / "s.zarr"), name=name, shape=data.shape, chunks=(1, 5, 700),
+            dtype=dtype, fill_value=0,
+            compressors=[BloscCodec(cname=cname, clevel=clevel, shuffle=shuffle)])
+    writer = ChunkWriter(str(tmp_path / "s.zarr"), "ours")
+    for i in range(2):
+        for j in range(3):
+            writer.write(i, j, data[i, 5 * j:5 * j + 5])
+    arrays["zarr"][:] = data
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr"), path="ours")[:],
+                                  data)
+    for i in range(2):
+        for j in range(3):
+            ours = (tmp_path / "s.zarr" / "ours" / "c" / str(i) / str(j) / "0").read_bytes()
+            theirs = (tmp_path / "s.zarr" / "zarr" / "c" / str(i) / str(j) / "0").read_bytes()
+            assert ours == theirs
+    assert not list((tmp_path / "s.zarr").rglob("*.partial"))
+
+
+def test_chunk_writer_goes_through_zarr_for_other_codecs(tmp_path):
+    from zarr.codecs import ZstdCodec
+
+    from ratag_xr.store.ingest import ChunkWriter
+
+    data = np.arange(2 * 10 * 50, dtype=np.int16).reshape(2, 10, 50)
+    zarr.create_array(store=str(tmp_path / "s.zarr"), name="w", shape=data.shape,
+                      chunks=(1, 5, 50), dtype="int16", compressors=[ZstdCodec(level=1)])
+    writer = ChunkWriter(str(tmp_path / "s.zarr"), "w")
+    assert writer.codec is None
+    for i in range(2):
+        for j in range(2):
+            writer.write(i, j, data[i, 5 * j:5 * j + 5])
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr"), path="w")[:], data)

@@ -30,7 +30,7 @@ from ratag_xr.store.ingest import (
     RawFile,
     copy_file,
     finished_files,
-    waveform_array,
+    waveform_writer,
     write_block,
 )
 from ratag_xr.store.layout import manifest_path
@@ -45,7 +45,7 @@ def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, output
     the same reads; returns (the file's facts, one record per frame).  ``kernels``,
     ``outputs``, ``fill`` and ``values`` are those of the features of the file's channel
     (``values``: per kernel its inputs for the file's set, scalars)."""
-    arr = waveform_array(store, task)
+    writer = waveform_writer(store, task)
     out = np.empty(task.n_frames, dtype=record)
     names = [n for group in outputs for n in group]
     for name, value in zip(names, fill, strict=True):
@@ -53,7 +53,7 @@ def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, output
     with RawFile(task) as raw:
         channel = ChannelKernels(kernels, outputs, fill, raw.scale, raw.offset, raw.t0, raw.dt)
         for start, codes in raw.blocks(chunk):
-            write_block(arr, task, start, codes, chunk)
+            write_block(writer, task, start, codes, chunk)
             part = run_kernels(codes, ([None], [values], [None]), channels=(channel,),
                                record=record)
             for name in names:
