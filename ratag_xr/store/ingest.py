@@ -20,10 +20,8 @@ the next run; an ``ok`` file is never touched again.  Memory: a task holds one c
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +40,7 @@ from ratag_xr.io.lock import writable_folder
 from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import layout as L
+from ratag_xr.store.chunks import ChunkWriter
 from ratag_xr.store.discover import (
     ALPHA,
     PMT,
@@ -236,65 +235,6 @@ def _read_exact(f, n: int, path: Path) -> bytes:
         raise WfmTruncatedError(path, f"file ended while reading: expected {n} more bytes, "
                                 f"found {len(data)}")
     return data
-
-
-class ChunkWriter:
-    """Whole chunks of one waveform array, encoded here and written as the chunk files zarr
-    would write for them, byte for byte.
-
-    The array's codecs are the store's: little-endian bytes, then Blosc.  Encoding a chunk
-    with numcodecs' Blosc of the same settings and writing it under the array's chunk key
-    (temporary file, then rename, as zarr's local store does) skips zarr's asynchronous
-    machinery, which halved the write speed of a file task (469 against 1068 MB/s per
-    thread, ``benchmarks/README.md``).  An array with any other codecs is written through
-    zarr.  ``tests/test_store.py`` checks the files equal zarr's own.
-    """
-
-    _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
-
-    def __init__(self, store: str, path: str):
-        arr = zarr.open_array(store=store, path=path, mode="r+")
-        # zarr's path: whole chunks, not compared with the fill value first (a chunk of
-        # padding zeros costs a few bytes)
-        self.array = arr.with_config({"write_empty_chunks": True})
-        self.metadata = arr.metadata
-        self.folder = Path(store) / path
-        self.codec = self._blosc(self.metadata)
-        self._dirs: set[Path] = set()
-
-    @classmethod
-    def _blosc(cls, metadata):
-        from numcodecs import Blosc
-        from zarr.codecs import BloscCodec, BytesCodec
-
-        codecs = getattr(metadata, "codecs", ())
-        if (len(codecs) != 2 or not isinstance(codecs[0], BytesCodec)
-                or not isinstance(codecs[1], BloscCodec)
-                or getattr(codecs[0].endian, "value", None) != "little"):
-            return None
-        blosc = codecs[1]
-        if blosc.typesize not in (None, metadata.dtype.to_native_dtype().itemsize):
-            return None
-        return Blosc(cname=blosc.cname.value, clevel=int(blosc.clevel),
-                     shuffle=cls._SHUFFLE[blosc.shuffle.value], blocksize=int(blosc.blocksize))
-
-    def write(self, set_index: int, chunk_index: int, chunk: np.ndarray) -> None:
-        """Chunk ``(set_index, chunk_index, 0)`` := ``chunk`` (frames, samples), a whole
-        chunk (padding zeros included)."""
-        frames = self.metadata.chunk_grid.chunk_shape[1]
-        if self.codec is None:
-            lo = chunk_index * frames
-            self.array[set_index:set_index + 1, lo:lo + frames, :] = chunk[None]
-            return
-        data = self.codec.encode(np.ascontiguousarray(chunk, dtype=chunk.dtype.newbyteorder("<")))
-        target = self.folder / self.metadata.encode_chunk_key((set_index, chunk_index, 0))
-        if target.parent not in self._dirs:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._dirs.add(target.parent)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
 
 
 def waveform_writer(store: str, task: FileTask) -> ChunkWriter:

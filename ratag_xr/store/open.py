@@ -12,6 +12,7 @@ import zarr
 
 from ratag_xr.errors import StoreError
 from ratag_xr.store import layout as L
+from ratag_xr.store.chunks import direct_waveform
 from ratag_xr.store.schema import PRESENT, SCALE_ATTRS
 
 WAVEFORMS = tuple(SCALE_ATTRS)  # ("waveform", "alpha_waveform")
@@ -52,7 +53,7 @@ def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
     state = store_state(store)
     tree = xr.open_datatree(str(store), engine="zarr", consolidated=False, chunks={},
                             mask_and_scale={name: False for name in WAVEFORMS})
-    nodes = {f"/{name}": _channels(_load_coords(child.to_dataset()), raw)
+    nodes = {f"/{name}": _channels(_load_coords(child.to_dataset()), raw, store, name)
              for name, child in tree.children.items()}
     root = xr.Dataset(attrs={"run_id": state["run_id"], "run_dir": state.get("run_dir", ""),
                              "store": str(Path(store))})
@@ -84,12 +85,15 @@ def common_scaling(ds: xr.Dataset, name: str) -> tuple[float, float] | None:
     return None
 
 
-def _channels(ds: xr.Dataset, raw: bool) -> xr.Dataset:
-    """Waveform variables as raw codes (with their scaling attributes) or decoded."""
+def _channels(ds: xr.Dataset, raw: bool, store, node: str) -> xr.Dataset:
+    """Waveform variables as raw codes (with their scaling attributes) or decoded; each
+    Dask block read straight from its chunk file (:mod:`ratag_xr.store.chunks`)."""
     for name in WAVEFORMS:
         if name not in ds.data_vars:
             continue
         var = ds[name]
+        var = xr.Variable(var.dims, direct_waveform(store, f"{node}/{name}", var.data),
+                          var.attrs, var.encoding)
         attrs = {k: v for k, v in var.attrs.items() if k not in ("scale_factor", "add_offset")}
         attrs.update(SCALE_ATTRS[name])
         common = common_scaling(ds, name)
