@@ -358,3 +358,32 @@ def test_chunk_writer_goes_through_zarr_for_other_codecs(tmp_path):
         for j in range(2):
             writer.write(i, j, data[i, 5 * j:5 * j + 5])
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s.zarr"), path="w")[:], data)
+
+
+def test_direct_chunk_reads_equal_zarrs_and_keep_the_fill_value(tmp_path):
+    import dask.array as da
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    from ratag_xr.store.chunks import direct_waveform
+
+    rng = np.random.default_rng(4)
+    data = rng.integers(-3000, 3000, size=(2, 15, 300)).astype(np.int16)
+    arr = zarr.create_array(store=str(tmp_path / "s.zarr"), name="w", shape=data.shape,
+                            chunks=(1, 5, 300), dtype="int16", fill_value=-7,
+                            compressors=[BloscCodec(cname="lz4", clevel=5,
+                                                    shuffle="bitshuffle")])
+    arr[0, :10] = data[0, :10]  # chunks (0, 2, 0) and all of set 1 never written
+    expected = arr[:]
+    assert (expected[1] == -7).all()
+    lazy = da.from_zarr(arr, chunks=(1, 5, 300))
+    direct = direct_waveform(tmp_path / "s.zarr", "w", lazy)
+    assert direct.name != lazy.name and direct.chunks == lazy.chunks
+    np.testing.assert_array_equal(direct.compute(scheduler="threads"), expected)
+    np.testing.assert_array_equal(direct[0, 3:12, 10:20].compute(), expected[0, 3:12, 10:20])
+    other = zarr.create_array(store=str(tmp_path / "s.zarr"), name="z", shape=data.shape,
+                              chunks=(1, 5, 300), dtype="int16", compressors=[ZstdCodec()])
+    other[:] = data
+    lazy = da.from_zarr(other, chunks=(1, 5, 300))
+    assert direct_waveform(tmp_path / "s.zarr", "z", lazy) is lazy  # zarr reads it
+    merged = da.from_zarr(arr, chunks=(1, 10, 300))
+    assert direct_waveform(tmp_path / "s.zarr", "w", merged) is merged  # not its chunks

@@ -6,8 +6,9 @@ one file under the array's chunk key (``c/<set>/<chunk>/0``) holding one Blosc f
 numcodecs' Blosc with the same settings encodes and decodes it exactly as zarr does (byte
 for byte: ``tests/test_store.py``).  Done in the task itself, 9 MB int16 chunks are written
 at 1.2-1.5x and read at 1.5-2x zarr's speed from 1 and 2 threads
-(``benchmarks/bench_chunks.py``, numbers in ``benchmarks/README.md``).  An array with any other codecs is read and written through
-zarr, and zarr itself reads the metadata, the coordinates and everything else.
+(``benchmarks/bench_chunks.py``, numbers in ``benchmarks/README.md``).  An array with any
+other codecs is read and written through zarr, and zarr itself reads and writes the
+metadata, the coordinates and everything else.
 """
 
 from __future__ import annotations
