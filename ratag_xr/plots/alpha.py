@@ -17,6 +17,7 @@ from ratag_xr.physics.crystal_ball import crystal_ball
 from ratag_xr.plots._common import (
     AREA_UNIT,
     FONT_SIZE,
+    TITLE_Y,
     fmt_pm,
     new_figure,
     nothing_to_show,
@@ -148,7 +149,7 @@ def plot_alpha_spectrum(run: xr.Dataset, run_id: str) -> Figure:
     ax.grid(alpha=0.3)
     n = int(run.alpha_n_frames) + int(run.alpha_monitor_n_frames.sum())
     ax.set_title(f"{run_id} — alpha spectrum, {n} frames, Crystal Ball fits in their windows "
-                 "(coloured bars: fit windows)", fontsize=FONT_SIZE + 1)
+                 "(coloured bars: fit windows)", fontsize=FONT_SIZE + 1, y=TITLE_Y)
     ax.legend(fontsize=FONT_SIZE - 2, loc="upper right")
     omitted_note(fig, {"peak fit failed": failed})
     return fig
@@ -209,7 +210,7 @@ def plot_alpha_calibration(run: xr.Dataset, run_id: str) -> Figure:
     title = f"{run_id} — alpha energy calibration"
     if not bool(run.alpha_cal_success):
         title += "\n" + wrap(f"calibration failed: {text(run, 'alpha_cal_reason')}", 70)
-    top.set_title(title, fontsize=FONT_SIZE + 1)
+    top.set_title(title, fontsize=FONT_SIZE + 1, y=TITLE_Y)
     omitted_note(fig, {"peak fit failed": [n for n, good in zip(names, ok, strict=True)
                                            if not good]})
     return fig
@@ -273,7 +274,7 @@ def plot_alpha_spectrum_set(sets: xr.Dataset, run: xr.Dataset, set_name: str,
     tagged = "\ntagged by alpha.isotope_ranges on the SCA scale (no calibration)" \
         if unit == SCA else ""
     ax.set_title(f"{run_id} — {set_name}: alpha spectrum and isotope ranges{tagged}",
-                 fontsize=FONT_SIZE + 1)
+                 fontsize=FONT_SIZE + 1, y=TITLE_Y)
     return fig
 
 
@@ -309,7 +310,7 @@ def plot_s2_vs_drift_isotopes(sets: xr.Dataset, run_id: str) -> Figure:
     ax.set_xlabel("drift field [V/cm]")
     ax.set_ylabel(f"ion S2 area mean [{AREA_UNIT}]")
     ax.set_title(f"{run_id} — ion S2 area vs drift field per isotope (error bars 95% CI)",
-                 fontsize=FONT_SIZE + 1)
+                 fontsize=FONT_SIZE + 1, y=TITLE_Y)
     ax.grid(alpha=0.3)
     if shown:
         ax.legend(fontsize=FONT_SIZE - 1)

@@ -17,6 +17,7 @@ from ratag_xr.physics.diffusion import diffusion_x_variables
 from ratag_xr.plots._common import (
     AREA_UNIT,
     FONT_SIZE,
+    TITLE_Y,
     HistFit,
     draw_fitted_histogram,
     flag,
@@ -71,7 +72,7 @@ def plot_xray_histogram(run: xr.Dataset, run_id: str, *, exclude_index: int = 0)
         title += (f"\nthe recombination uses $g_{{S2}}$ = "
                   f"{fmt_pm(scalar(run, 'g_S2'), scalar(run, 'g_S2_err'))} from "
                   f"{Path(source).name if '/' in source else source}")
-    ax.set_title(title, fontsize=FONT_SIZE + 1)
+    ax.set_title(title, fontsize=FONT_SIZE + 1, y=TITLE_Y)
     return fig
 
 
@@ -98,7 +99,7 @@ def plot_s2_vs_drift(sets: xr.Dataset, run_id: str, normalized: bool = False) ->
         ax.set_ylabel(f"ion S2 area mean [{AREA_UNIT}]")
         title = f"{run_id} — ion S2 area vs drift field"
     ax.set_xlabel(DRIFT_FIELD_LABEL)
-    ax.set_title(title, fontsize=FONT_SIZE + 1)
+    ax.set_title(title, fontsize=FONT_SIZE + 1, y=TITLE_Y)
     ax.grid(alpha=0.3)
     if keep.any():
         ax.legend(fontsize=FONT_SIZE - 1)
@@ -192,7 +193,8 @@ def plot_recombination(sets: xr.Dataset, run_id: str) -> Figure:
                     label="95% CI of the ion fit alone")  # fmt: skip
     ax.set_xlabel(DRIFT_FIELD_LABEL)
     ax.set_ylabel(r"$r = 1 - N_{e,\mathrm{meas}} / N_{e,\mathrm{exp}}$ (dimensionless)")
-    ax.set_title(f"{run_id} — electron-ion recombination vs drift field", fontsize=FONT_SIZE + 1)
+    ax.set_title(f"{run_id} — electron-ion recombination vs drift field",
+                 fontsize=FONT_SIZE + 1, y=TITLE_Y)
     ax.grid(alpha=0.3)
     if keep.any():
         ax.legend(fontsize=FONT_SIZE - 1)

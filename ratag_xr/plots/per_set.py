@@ -18,6 +18,7 @@ from ratag_xr.physics.crystal_ball import crystal_ball_cdf
 from ratag_xr.plots._common import (
     AREA_UNIT,
     FONT_SIZE,
+    TITLE_Y,
     Curve,
     HistFit,
     draw_fitted_histogram,
@@ -119,7 +120,7 @@ def plot_s2_histogram(
         details.append(f"{n_nan:.0f} of {n_frames:.0f} frames not integrable")
     status = "" if fit.success else " — fit failed"
     ax.set_title(f"{run_id} · {set_name}{status}\nion S2 area, " + ", ".join(details),
-                 fontsize=FONT_SIZE + 1)  # fmt: skip
+                 fontsize=FONT_SIZE + 1, y=TITLE_Y)  # fmt: skip
     return fig
 
 
@@ -191,7 +192,7 @@ def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id:
                 ax.axvline(t, color=color, linestyle="--", linewidth=1.0)
                 if math.isfinite(s) and s > 0:
                     ax.axvspan(t - s, t + s, color=color, alpha=0.18, linewidth=0)
-        ax.set_title(wf_id(files[i], frames_in_file[i]), fontsize=FONT_SIZE - 1)
+        ax.set_title(wf_id(files[i], frames_in_file[i]), fontsize=FONT_SIZE - 1, y=TITLE_Y)
         ax.tick_params(labelsize=FONT_SIZE - 1)
         ax.grid(alpha=0.3, linewidth=0.5)
         if i % n_cols == 0:

@@ -266,10 +266,11 @@ def copy_file(task: FileTask, store: str, chunk: int) -> dict:
         return raw.facts()
 
 
-#: Finished file tasks are recorded together (coordinates, then the manifest events) once
-#: no other task has finished meanwhile or this many seconds after the oldest unrecorded
-#: one: one read and one write per coordinate array for a batch instead of per file.
-RECORD_EVERY_S = 1.0
+#: Finished file tasks are recorded together (coordinates, then the manifest events): at
+#: the first finish this many seconds after the oldest unrecorded one, and when the last
+#: has finished.  One read and one write per coordinate array for a batch instead of per
+#: file; a kill loses at most the unrecorded files, which a rerun reads again.
+RECORD_EVERY_S = 0.5
 
 
 def finished_files(client, futures: dict, store: Path, manifest: Manifest,
@@ -304,9 +305,8 @@ def finished_files(client, futures: dict, store: Path, manifest: Manifest,
                 done.append((task, result, extra))
                 bar.update(1)
             oldest = oldest or time.monotonic()
-            if not ac.is_empty() and not ac.has_ready() and \
-                    time.monotonic() - oldest < RECORD_EVERY_S:
-                continue
+            if not ac.is_empty() and time.monotonic() - oldest < RECORD_EVERY_S:
+                continue  # more to come: record them together
             batch_done, done, oldest = done, [], None
             oks = complete_files(store, [(t, r) for t, r, _ in batch_done], manifest,
                                  summary, report)

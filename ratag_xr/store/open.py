@@ -171,7 +171,10 @@ def read_set_frames(store: str | Path, set_name: str, positions) -> xr.Dataset:
     slots = slots[np.asarray(positions, dtype=np.int64)]
     if "waveform" not in group:
         raise StoreError(f"{store}: set {set_name!r} has no PMT waveform")
-    codes = group["waveform"].get_orthogonal_selection((row, slots, slice(None)))
+    waveform = group["waveform"]
+    lazy = da.from_zarr(waveform, chunks=waveform.chunks)
+    direct = direct_waveform(store, f"{group.path}/waveform", lazy)  # only their chunks
+    codes = direct[row][slots].compute(scheduler="synchronous")
     scale = np.asarray(group["code_scale"].get_orthogonal_selection((row, slots)))
     offset = np.asarray(group["code_offset"].get_orthogonal_selection((row, slots)))
     mv = codes.astype(np.float64) * scale[:, None] + offset[:, None]
