@@ -96,8 +96,10 @@ def run_once(run_dir: Path, out: Path, config: Path | None) -> tuple[float, dict
     _, err = proc.communicate()
     wall = time.perf_counter() - t0
     peak = probe.stop()
-    if proc.returncode not in (0, 1):
-        raise SystemExit(f"ratag-xr run failed:\n{err[-3000:]}")
+    # exit 1: the run finished with failures recorded for some sets; it must still have
+    # written every output (a run that stopped early would time as fast)
+    if proc.returncode not in (0, 1) or not (out / "report.html").is_file():
+        raise SystemExit(f"ratag-xr run failed (exit {proc.returncode}):\n{err[-3000:]}")
     return wall, peak
 
 
