@@ -23,6 +23,8 @@ import numpy as np
 import zarr
 from dask.base import tokenize
 
+from ratag_xr.store.layout import manifest_path
+
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
@@ -124,7 +126,14 @@ def direct_waveform(store, path: str, lazy: da.Array) -> da.Array:
         return lazy  # not zarr's default chunk keys
     dtype = meta.dtype.to_native_dtype()
     folder = str(Path(store) / path)
-    name = "waveform-chunks-" + tokenize(folder, lazy.name, config)
+    # the manifest changes with every file recorded: blocks of a store that grew since
+    # are never taken for those of an earlier opening
+    try:
+        st = manifest_path(store).stat()
+        recorded = (st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        recorded = None
+    name = "waveform-chunks-" + tokenize(folder, lazy.name, config, recorded)
     return da.map_blocks(_read_block, folder, separator, config, chunk_shape, dtype.str,
                          meta.fill_value, chunks=lazy.chunks, dtype=dtype, name=name,
                          meta=np.empty((0,) * lazy.ndim, dtype=dtype))
