@@ -199,21 +199,31 @@ def test_params_from_config_change_fields(tmp_path, client):
     assert float(ds.drift_field) == pytest.approx(100.0)
 
 
+def _touch(path):
+    """A later modification time, the same bytes."""
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+
+
+def _flip_a_byte(path):
+    """The same size, other content."""
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def test_touched_but_unchanged_file_is_recognised_by_its_hash(tmp_path, client):
     run = tmp_path / "run"
     make_run(run, n_files=2)
     store = tmp_path / "w.zarr"
     ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
     victim = run / "FieldScan_Gate200_Anode1700" / "RUN3_20260101_P1_0001.wfm"
-    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    _touch(victim)
     again = ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
     assert again.files_written == 0 and again.files_ok == 6
     event = Manifest.load(manifest_path(store)).get("FieldScan_Gate200_Anode1700", victim.name)
     assert event["status"] == "ok"
     assert event["fingerprint"]["mtime_ns"] == victim.stat().st_mtime_ns  # brought up to date
-    data = bytearray(victim.read_bytes())
-    data[-100] ^= 0xFF  # same size, other content
-    victim.write_bytes(bytes(data))
+    _flip_a_byte(victim)
     with pytest.raises(StoreError, match=r"RUN3_20260101_P1_0001.wfm: changed since it was "
                                          r"ingested \(its content hash.*--rebuild"):
         ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
@@ -231,12 +241,10 @@ def test_content_hash_is_blake3_and_older_blake2b_records_still_check(tmp_path, 
     # a store written when records were BLAKE2b-160: a touched file is checked with it
     legacy = hashlib.blake2b(victim.read_bytes(), digest_size=20).hexdigest()
     manifest.append(dict(event, hash=f"blake2b:{legacy}"))
-    os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    _touch(victim)
     again = ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
     assert again.files_written == 0
-    data = bytearray(victim.read_bytes())
-    data[-100] ^= 0xFF
-    victim.write_bytes(bytes(data))
+    _flip_a_byte(victim)
     with pytest.raises(StoreError, match="its content hash differs"):
         ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
 

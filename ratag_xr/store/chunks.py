@@ -74,8 +74,8 @@ class ChunkWriter:
     def write(self, set_index: int, chunk_index: int, chunk: np.ndarray) -> None:
         """Chunk ``(set_index, chunk_index, 0)`` := ``chunk`` (frames, samples), a whole
         chunk (padding zeros included)."""
-        frames = self.metadata.chunk_grid.chunk_shape[1]
         if self.codec is None:
+            frames = self.metadata.chunk_grid.chunk_shape[1]
             lo = chunk_index * frames
             self.array[set_index:set_index + 1, lo:lo + frames, :] = chunk[None]
             return
@@ -91,14 +91,18 @@ class ChunkWriter:
         os.replace(tmp, target)
 
 
+def _chunk_key(separator: str, index) -> str:
+    """zarr's default chunk key of chunk ``index`` (``c/0/5/0`` with ``/``)."""
+    return separator.join(["c", *map(str, index)])
+
+
 def _read_block(folder: str, separator: str, config: dict, chunk_shape: tuple, dtype: str,
                 fill, block_id=None, block_info=None):
     """One dask block = one chunk file, decoded (the fill value where none was written)."""
     shape = tuple(block_info[None]["chunk-shape"])
     dtype = np.dtype(dtype)
-    key = separator.join(["c", *map(str, block_id)])
     try:
-        data = (Path(folder) / key).read_bytes()
+        data = (Path(folder) / _chunk_key(separator, block_id)).read_bytes()
     except FileNotFoundError:
         return np.full(shape, fill, dtype=dtype)
     out = np.empty(chunk_shape, dtype=dtype.newbyteorder("<"))
@@ -121,8 +125,7 @@ def direct_waveform(store, path: str, lazy: da.Array) -> da.Array:
         return lazy
     separator = getattr(meta.chunk_key_encoding, "separator", None)
     probe = (1,) * lazy.ndim
-    if separator is None or meta.encode_chunk_key(probe) != separator.join(
-            ["c", *map(str, probe)]):
+    if separator is None or meta.encode_chunk_key(probe) != _chunk_key(separator, probe):
         return lazy  # not zarr's default chunk keys
     dtype = meta.dtype.to_native_dtype()
     folder = str(Path(store) / path)

@@ -78,12 +78,7 @@ class Manifest:
 
     def append(self, event: dict) -> None:
         """Append one event and force it to disk before returning."""
-        line = json.dumps(event, sort_keys=True) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        self.entries[(event["set"], event["file"])] = event
+        self.extend([event])
 
     def extend(self, events: list[dict]) -> None:
         """Append several events and force them to disk once, before returning."""

@@ -178,7 +178,7 @@ def read_set_frames(store: str | Path, set_name: str, positions) -> xr.Dataset:
     scale = np.asarray(group["code_scale"].get_orthogonal_selection((row, slots)))
     offset = np.asarray(group["code_offset"].get_orthogonal_selection((row, slots)))
     mv = codes.astype(np.float64) * scale[:, None] + offset[:, None]
-    attrs = {k: v for k, v in group["waveform"].attrs.items()
+    attrs = {k: v for k, v in waveform.attrs.items()
              if k not in ("scale_factor", "add_offset", "scale_coord", "offset_coord",
                           "_ARRAY_DIMENSIONS", "_FillValue", "coordinates")}
     time = group["time"]

@@ -184,38 +184,42 @@ def write_files_coords(store: Path, done: list[tuple]) -> None:
     for task, facts in done:
         rows.setdefault((task.node, task.set_index), []).append((task, facts))
     for (node, i), items in rows.items():
-        group = zarr.open_group(store=str(store), path=node, mode="r+")
-        lo = min(t.slot0 for t, _ in items)
-        hi = max(t.slot0 + t.n_frames for t, _ in items)
-        values: dict[str, np.ndarray] = {}
+        _write_row(zarr.open_group(store=str(store), path=node, mode="r+"), i, items)
 
-        def put(name, a, b, value, group=group, lo=lo, hi=hi, values=values, i=i):
-            if name not in values:
-                old = group[name][i, lo:hi]
-                values[name] = np.asarray(old, dtype=object if old.dtype.kind in "OTU"
-                                          else old.dtype)
-            values[name][a - lo:b - lo] = value
 
-        for task, facts in items:
-            a, b, n = task.slot0, task.slot0 + task.n_frames, task.n_frames
-            identity = task.role == "pmt" or task.twin_of is None
-            if identity:
-                put("file", a, b, task.path.name)
-                put("twin_key", a, b, task.twin_key)
-                put("frame_in_file", a, b, np.arange(n, dtype=np.int32))
-                put("trigger_time", a, b, np.asarray(facts["trigger_ns"], dtype=np.int64))
-            if task.role == "pmt":
-                put("code_scale", a, b, facts["scale"])
-                put("code_offset", a, b, facts["offset"])
-            else:
-                put("alpha_file", a, b, task.path.name)
-                put("alpha_code_scale", a, b, facts["scale"])
-                put("alpha_code_offset", a, b, facts["offset"])
-                put("alpha_valid", a, b, True)
-            if identity:
-                put("valid", a, b, True)
-        flags = ("alpha_valid", "valid")
-        for name in [k for k in values if k not in flags] + [k for k in flags if k in values]:
-            group[name][i, lo:hi] = values[name]
-        if "valid" in values:
-            group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
+def _write_row(group, i: int, items: list[tuple]) -> None:
+    """The coordinates of the files ``items`` = [(task, facts)] of set row ``i``."""
+    lo = min(t.slot0 for t, _ in items)
+    hi = max(t.slot0 + t.n_frames for t, _ in items)
+    values: dict[str, np.ndarray] = {}
+
+    def put(name, a, b, value):
+        if name not in values:
+            old = group[name][i, lo:hi]
+            values[name] = np.asarray(old, dtype=object if old.dtype.kind in "OTU"
+                                      else old.dtype)
+        values[name][a - lo:b - lo] = value
+
+    for task, facts in items:
+        a, b, n = task.slot0, task.slot0 + task.n_frames, task.n_frames
+        identity = task.role == "pmt" or task.twin_of is None
+        if identity:
+            put("file", a, b, task.path.name)
+            put("twin_key", a, b, task.twin_key)
+            put("frame_in_file", a, b, np.arange(n, dtype=np.int32))
+            put("trigger_time", a, b, np.asarray(facts["trigger_ns"], dtype=np.int64))
+        if task.role == "pmt":
+            put("code_scale", a, b, facts["scale"])
+            put("code_offset", a, b, facts["offset"])
+        else:
+            put("alpha_file", a, b, task.path.name)
+            put("alpha_code_scale", a, b, facts["scale"])
+            put("alpha_code_offset", a, b, facts["offset"])
+            put("alpha_valid", a, b, True)
+        if identity:
+            put("valid", a, b, True)
+    flags = ("alpha_valid", "valid")
+    for name in [k for k in values if k not in flags] + [k for k in flags if k in values]:
+        group[name][i, lo:hi] = values[name]
+    if "valid" in values:
+        group["n_frames"][i] = int(np.count_nonzero(group["valid"][i, :]))
