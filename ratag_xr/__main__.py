@@ -1,5 +1,3 @@
-import sys
+from ratag_xr.cli import entry
 
-from ratag_xr.cli import main
-
-sys.exit(main())
+entry()

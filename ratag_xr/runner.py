@@ -167,6 +167,9 @@ class StageContext:
     _lineages: dict = field(default_factory=dict)
     #: the stored result of this stage differs only by new raw files: it may be added to
     appendable: bool = False
+    #: the command's :class:`~ratag_xr.stages.plots.FigureRound` (figures drawn in helper
+    #: processes as their stages are stored), or None
+    figures: object | None = None
 
     def previous(self, part: str):
         """This stage's own stored ``part`` when :attr:`appendable` (else None)."""
@@ -268,13 +271,18 @@ def _check_store(run: Run) -> None:
 
 
 def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
-               wait: bool = True, inputs: dict | None = None, say=_say) -> dict[str, str]:
+               wait: bool = True, inputs: dict | None = None, say=_say,
+               figures=None) -> dict[str, str]:
     """Run the stages ``names`` and the ones they read (see the module doc); returns each
     stage's outcome ("computed" or "reused").
 
     ``inputs`` gives a stage's input directly instead of the stored one (stage -> part ->
     dataset, e.g. the ion fits of :func:`~ratag_xr.pipeline.run_calibration_analysis`);
     its content hash replaces that stage's lineage hash upstream.
+
+    ``figures``: :class:`~ratag_xr.plots.helpers.FigureHelpers` started by the caller
+    (closed here).  When the ``plots`` stage is to be computed, each figure is asked of
+    them as soon as the stages it draws are stored.
     """
     from ratag_xr.store import ingest as ingest_files
 
@@ -300,6 +308,9 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
                 say(f"warning: {text}")
             hashes: dict[str, str] = {}
             lineages: dict[str, dict] = {}
+            round_ = _figure_round(run, order, figures, inputs)
+            if round_ is None and figures is not None:
+                figures.close()  # nothing to draw: free their cores now
             for name in order:
                 stage = STAGES[name]
                 lin = _stage_lineage(run, stage, hashes, inputs)
@@ -312,16 +323,35 @@ def run_stages(run: Run, names, *, ingest: bool = True, rebuild: bool = False,
                     outcome[name] = "reused"
                 else:
                     t0 = time.perf_counter()
-                    _compute(run, stage, lin, lazy, inputs, lineages, appendable)
+                    _compute(run, stage, lin, lazy, inputs, lineages, appendable,
+                             round_ if name == "plots" else None)
                     how = "; new files added to the stored result" if appendable else ""
                     say(f"stage {name}: computed ({why}{how}) in "
                         f"{time.perf_counter() - t0:.1f} s")
                     outcome[name] = "computed"
                 hashes[name] = lin["hash"]
                 lineages[name] = lin
+                if round_ is not None:
+                    round_.stages_done(lineages)
         finally:
+            if figures is not None:
+                figures.close()
             lazy.close()
     return outcome
+
+
+def _figure_round(run: Run, order, figures, inputs):
+    """A :class:`~ratag_xr.stages.plots.FigureRound` on ``figures`` when the ``plots``
+    stage of ``order`` is to be computed from stored results (none are given), else
+    None."""
+    if figures is None or "plots" not in order or inputs:
+        return None
+    from ratag_xr.stages.plots import FigureRound, figure_job
+
+    lin = planned_lineages(run, order)["plots"]
+    if _reuse_problem(run, STAGES["plots"], stored_lineage(run.results, "plots"), lin) is None:
+        return None
+    return FigureRound(figure_job(run, run.config), run.results, figures)
 
 
 def read_once_frames(config, order) -> int | None:
@@ -410,11 +440,11 @@ def _only_input_changed(stored: dict | None, lin: dict) -> bool:
 
 
 def _compute(run: Run, stage: Stage, lin: dict, lazy: LazyClient, inputs: dict,
-             lineages: dict, appendable: bool = False) -> None:
+             lineages: dict, appendable: bool = False, figures=None) -> None:
     ctx = StageContext(run=run, stage=stage,
                        config=ConfigView(run.config, _allowed_keys(stage), stage.name),
                        progress=run.progress, _client=lazy, _inputs=inputs,
-                       _lineages=lineages, appendable=appendable)
+                       _lineages=lineages, appendable=appendable, figures=figures)
     result = stage.compute(ctx)
     _check_provided(stage, result)
     files = [file_record(run.out, Path(p)) for p in result.files]
@@ -430,7 +460,7 @@ PIPELINE = ("ingest", *STAGES)
 
 def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, stages=None,
                  force: bool = False, rebuild: bool = False, wait: bool = True,
-                 progress: bool = True) -> Run:
+                 progress: bool = True, figures=None) -> Run:
     """Run ``stages`` (default: all, ``ingest`` first) of a run; returns its :class:`Run`.
 
     ``client`` is a ``distributed.Client`` or a cluster spec (``local``, ``slurm``, ``pbs``,
@@ -439,6 +469,8 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
     stages it reads (reused when current).  ``rebuild`` deletes the waveform store first
     (only if ratag_xr made it).  The output folder is locked for the whole call: another
     command on it waits (``wait=False``: refuses with a :class:`~ratag_xr.errors.BusyError`).
+    ``figures``: :class:`~ratag_xr.plots.helpers.FigureHelpers` to draw the figures in
+    (closed when the call ends; see :func:`run_stages`).
     """
     from ratag_xr.pipeline.context import open_analysis
 
@@ -453,8 +485,11 @@ def run_pipeline(target, *, out=None, config=None, client=None, nfiles=None, sta
         raise ConfigError(f"unknown stage(s) {unknown}; stages are {list(PIPELINE)}")
     analysis = [s for s in stages if s != "ingest"]
     if analysis:
-        run_stages(run, analysis, ingest="ingest" in stages, rebuild=rebuild, wait=wait)
+        run_stages(run, analysis, ingest="ingest" in stages, rebuild=rebuild, wait=wait,
+                   figures=figures)
     elif "ingest" in stages:
+        if figures is not None:
+            figures.close()
         from ratag_xr.store import ingest as ingest_files
 
         lazy = LazyClient(run.client, **_cluster_kwargs(run))

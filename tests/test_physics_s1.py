@@ -103,3 +103,38 @@ def test_peak_below_min_height_is_not_a_candidate():
 def test_shape_mismatch_raises_config_error():
     with pytest.raises(ConfigError):
         estimate_t_s1(np.zeros((2, 10)), TIME)
+
+
+@pytest.mark.parametrize("kind", ["noise", "plateaus", "walk"])
+def test_find_peaks_is_scipys_with_height_and_distance(kind):
+    """The S1 peak search gives scipy.signal.find_peaks' peaks and heights, flat tops,
+    equal heights and all, for the height and distance conditions it uses."""
+    from scipy.signal import find_peaks as scipy_find_peaks
+
+    from ratag_xr.physics.peaks import find_peaks
+
+    rng = np.random.default_rng(7)
+    n_peaks = 0
+    for _ in range(400):
+        n = int(rng.integers(1, 500))
+        if kind == "noise":
+            x = rng.normal(size=n)
+        elif kind == "plateaus":
+            x = rng.integers(0, 4, size=n).astype(float)
+        else:
+            x = np.round(np.cumsum(rng.normal(size=n)), 1)
+        height = float(rng.choice([-1.0, 0.0, 0.5, 1.0]))
+        distance = float(rng.choice([1, 2, 3.5, 10, 60]))
+        want, props = scipy_find_peaks(x, height=height, distance=distance)
+        got, heights = find_peaks(x, height=height, distance=distance)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(heights, props["peak_heights"])
+        n_peaks += want.size
+    assert n_peaks > 1000  # the comparison saw many peaks
+
+
+def test_find_peaks_refuses_a_distance_below_one_sample():
+    from ratag_xr.physics.peaks import find_peaks
+
+    with pytest.raises(ValueError, match="distance"):
+        find_peaks(np.zeros(10), distance=0.5)

@@ -217,7 +217,7 @@ def test_every_registered_figure_is_a_150_dpi_png(tmp_path, results):
     stage saves it (the validation figure from in-memory frames instead of a store)."""
     from ratag_xr.io.atomic import atomic_save_figure
     from ratag_xr.pipeline.results import Results
-    from ratag_xr.stages.plots import FIGURES, FigureJob, figure_path
+    from ratag_xr.plots.figures import FIGURES, FigureJob, figure_path
 
     sets, run, _, waveforms = results
     job = FigureJob(run_id=RUN_ID, plots_dir=tmp_path, store=tmp_path / "none.zarr",

@@ -41,3 +41,36 @@ def test_a_stage_removed_reads_as_none(tmp_path):
     assert R.load_stage(store, "integrate", "sets") is not None
     shutil.rmtree(store / "integrate")
     assert R.load_stage(store, "integrate", "sets") is None
+
+
+def test_a_part_just_saved_reads_as_from_disk(tmp_path):
+    """save_stage keeps what it wrote, decoded from the very bytes: the same dataset (values,
+    dtypes, strings, attributes) as a fresh read of the files in another process would give."""
+    store = tmp_path / "results.zarr"
+    sets = _sets([1.5, np.nan]).assign(
+        reason=("set", np.array(["ok", "no fit: too few entries"], dtype=str),
+                {"units": "1"}),
+        n=("set", np.array([3, 0], dtype=np.int64), {"units": "1"}),
+        when=("set", np.array(["2026-03-12T09:00", "NaT"], dtype="datetime64[ns]")))
+    R.save_stage(store, "integrate", {"hash": "1"}, sets=sets)
+    kept = R.load_stage(store, "integrate", "sets")
+    R._LOADED.clear()
+    fresh = R.load_stage(store, "integrate", "sets")
+    xr.testing.assert_identical(kept, fresh)
+    assert {v: kept[v].dtype for v in kept.variables} == {v: fresh[v].dtype
+                                                           for v in fresh.variables}
+    assert list(kept.reason.values) == ["ok", "no fit: too few entries"]
+
+
+def test_a_part_is_written_as_zarr_writes_it(tmp_path):
+    """The files of a saved part are byte for byte those of ``Dataset.to_zarr``."""
+    sets = _sets([1.0, 2.0]).assign(reason=("set", np.array(["a", "bc"], dtype=object)))
+    R.save_stage(tmp_path / "results.zarr", "integrate", {"hash": "1"}, sets=sets)
+    R._encodable(sets).to_zarr(str(tmp_path / "direct.zarr"), mode="w", zarr_format=3,
+                               consolidated=False)
+    saved, direct = tmp_path / "results.zarr" / "integrate" / "sets", tmp_path / "direct.zarr"
+    names = sorted(str(p.relative_to(direct)) for p in direct.rglob("*") if p.is_file())
+    assert names == sorted(str(p.relative_to(saved)) for p in saved.rglob("*") if p.is_file())
+    assert len(names) >= 7
+    for name in names:
+        assert (saved / name).read_bytes() == (direct / name).read_bytes(), name

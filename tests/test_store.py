@@ -395,3 +395,30 @@ def test_direct_chunk_reads_equal_zarrs_and_keep_the_fill_value(tmp_path):
     assert direct_waveform(tmp_path / "s.zarr", "z", lazy) is lazy  # zarr reads it
     merged = da.from_zarr(arr, chunks=(1, 10, 300))
     assert direct_waveform(tmp_path / "s.zarr", "w", merged) is merged  # not its chunks
+
+
+def test_a_tree_opened_again_follows_the_store(tmp_path, client):
+    """open_run reuses what it opened only while the store's metadata, coordinates and
+    manifest are unchanged: frames ingested since, or a coordinate rewritten, show at once."""
+    run = tmp_path / "run"
+    make_run(run, n_files=3)
+    store = tmp_path / "s.zarr"
+    ingest(run, store, config=SMALL_CHUNKS, nfiles=1, client=client, progress=False)
+    first = open_run(store)
+    node = next(iter(first.children))
+    n_before = int(first[node].to_dataset().valid.sum())
+    again = open_run(store)
+    xr.testing.assert_identical(again[node].to_dataset(), first[node].to_dataset())
+    again[node].to_dataset().valid.values[:] = False  # a caller's change stays its own
+    assert int(open_run(store)[node].to_dataset().valid.sum()) == n_before
+
+    ingest(run, store, config=SMALL_CHUNKS, client=client, progress=False)
+    grown = open_run(store)[node].to_dataset()
+    assert int(grown.valid.sum()) > n_before
+
+    scale = zarr.open_array(store=str(store), path=f"{node}/code_scale", mode="r+")
+    changed = scale[...]
+    changed[0, 0] *= 2
+    scale[...] = changed
+    reread = open_run(store)[node].to_dataset()
+    assert float(reread.code_scale.values[0, 0]) == float(changed[0, 0])

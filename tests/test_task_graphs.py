@@ -93,7 +93,7 @@ def test_records_do_not_depend_on_the_chunking(analysed):
 
 def test_figure_tasks_read_in_place(analysed, client):
     with get_task_stream(client) as stream:
-        paths = render(figure_job(analysed, analysed.config), load_results(analysed.out),
+        paths = render(figure_job(analysed, analysed.config), analysed.results,
                        ANALYSIS, client)
     keys = _keys(r["key"] for r in stream.data)
     assert len(paths) >= 2 * len(RUN.sets) + 5

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ratag_xr.errors import ConfigError
+from ratag_xr.physics.peaks import find_peaks
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,11 @@ def s1_candidates(mean_waveforms, time, *, min_height=0.001, min_distance=200):
     """Time (µs) of the highest peak before the trigger (t < 0) of each batch mean.
 
     Returns a float array with one entry per batch, NaN where the batch has a non-finite
-    sample before the trigger or no peak of at least ``min_height`` mV.  Peaks are found by
-    :func:`scipy.signal.find_peaks` with ``height=min_height`` and ``distance=min_distance``
-    (samples); PMT pulses must already be positive-going (polarity applied).
+    sample before the trigger or no peak of at least ``min_height`` mV.  Peaks are found as
+    :func:`scipy.signal.find_peaks` finds them with ``height=min_height`` and
+    ``distance=min_distance`` (samples; :func:`ratag_xr.physics.peaks.find_peaks`); PMT
+    pulses must already be positive-going (polarity applied).
     """
-    from scipy.signal import find_peaks  # (scipy.signal takes a second to import)
 
     w = np.atleast_2d(np.asarray(mean_waveforms, dtype=float))
     t = np.asarray(time, dtype=float).ravel()
@@ -55,9 +56,9 @@ def s1_candidates(mean_waveforms, time, *, min_height=0.001, min_distance=200):
     for i, row in enumerate(w[:, pre]):
         if row.size == 0 or not np.all(np.isfinite(row)):
             continue
-        peaks, props = find_peaks(row, height=min_height, distance=min_distance)
+        peaks, heights = find_peaks(row, height=min_height, distance=min_distance)
         if peaks.size:
-            out[i] = t_pre[peaks[np.argmax(props["peak_heights"])]]
+            out[i] = t_pre[peaks[np.argmax(heights)]]
     return out
 
 

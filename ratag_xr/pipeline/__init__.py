@@ -9,23 +9,31 @@ file manifest, the config values it reads, package and feature versions, upstrea
 stages) is unchanged.
 """
 
-from ratag_xr.pipeline.api import (
-    prepare_run,
-    run_calibration_analysis,
-    run_ion_integration,
-    run_isotope_analysis,
-    run_xray_classification,
-)
-from ratag_xr.pipeline.context import Run, open_analysis
-from ratag_xr.pipeline.results import Results, load_results
+from importlib import import_module
+
+#: name -> module that defines it; imported on first use, so that importing one module of
+#: this package (``ratag_xr.pipeline.results`` in a figure helper) does not import the
+#: stages and their kernels.
+_WHERE = {
+    "prepare_run": "ratag_xr.pipeline.api",
+    "run_calibration_analysis": "ratag_xr.pipeline.api",
+    "run_ion_integration": "ratag_xr.pipeline.api",
+    "run_isotope_analysis": "ratag_xr.pipeline.api",
+    "run_xray_classification": "ratag_xr.pipeline.api",
+    "Run": "ratag_xr.pipeline.context", "open_analysis": "ratag_xr.pipeline.context",
+    "Results": "ratag_xr.pipeline.results", "load_results": "ratag_xr.pipeline.results",
+    "run_pipeline": "ratag_xr.runner", "PIPELINE": "ratag_xr.runner",
+}
 
 
 def __getattr__(name):
-    if name in ("run_pipeline", "PIPELINE"):
-        from ratag_xr import runner
-
-        return getattr(runner, name)
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'ratag_xr.pipeline' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_WHERE])
 
 
 __all__ = ["PIPELINE", "Results", "Run", "load_results", "open_analysis", "prepare_run",

@@ -5,6 +5,7 @@ enter every lineage (:mod:`ratag_xr.runner`)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -90,7 +91,13 @@ def open_analysis(target, *, out=None, config: Config | None = None, client=None
 
 
 def versions() -> dict[str, str]:
-    """ratag_xr's and its main dependencies' versions."""
+    """ratag_xr's and its main dependencies' versions (looked up once per process: a
+    package upgraded under a running command is not what the command runs)."""
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
     out = {}
     for name in ("ratag_xr", *_DEPENDENCIES):
         try:

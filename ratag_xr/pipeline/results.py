@@ -68,15 +68,20 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
     results = Path(results)
     open_results(results)
     tmp_name = f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
+    encoded: dict[str, dict[str, bytes]] = {}
     try:
         zarr.open_group(store=str(results), path=tmp_name, mode="w")
         for part, ds in parts.items():
             if ds is None:
                 continue
             ds = _encodable(ds)
+            if not ds.chunks:  # in memory: encoded in memory, then written as files
+                encoded[part] = _encoded(ds)
+                _write_files(results / tmp_name / part, encoded[part])
+                continue
             delayed = ds.to_zarr(str(results), group=f"{tmp_name}/{part}", mode="w",
                                  zarr_format=3, consolidated=False, compute=False)
-            if client is not None and ds.chunks:  # Dask-backed: written by the workers
+            if client is not None:  # Dask-backed: written by the workers
                 client.compute(delayed).result()
             else:
                 delayed.compute(scheduler="synchronous")
@@ -89,6 +94,25 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
         (results / tmp_name).rename(final)
     finally:
         shutil.rmtree(results / tmp_name, ignore_errors=True)
+    for part, files in encoded.items():  # read back from the bytes just written
+        _remember(results, stage, part, _decoded(files))
+
+
+def _encoded(ds: xr.Dataset) -> dict[str, bytes]:
+    """The Zarr (v3) files of ``ds`` as one group, by key, encoded in memory: the same
+    bytes as written to disk by ``to_zarr``, without a file operation per key through
+    zarr's I/O threads (half the time of a small stage's saving)."""
+    buffers: dict = {}
+    ds.to_zarr(zarr.storage.MemoryStore(buffers), mode="w", zarr_format=3,
+               consolidated=False)
+    return {key: buf.to_bytes() for key, buf in buffers.items()}
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for key, data in files.items():
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
 
 def _encodable(ds: xr.Dataset) -> xr.Dataset:
@@ -137,10 +161,39 @@ def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
         return hit[1].copy(deep=True)
     ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks=None)
     ds = plain_strings(ds.load())
+    _store_loaded(key, identity, ds)
+    return ds.copy(deep=True)
+
+
+def _part_identity(results: Path, stage: str, part: str) -> tuple[str, tuple]:
+    path = Path(results) / stage / part
+    st = (path / "zarr.json").stat()
+    return str(path.resolve()), (st.st_ino, st.st_mtime_ns, st.st_size,
+                                 (path.parent / "zarr.json").read_bytes())
+
+
+def _store_loaded(key: str, identity: tuple, ds: xr.Dataset) -> None:
     _LOADED[key] = (identity, ds)
+    _LOADED.move_to_end(key)
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)
-    return ds.copy(deep=True)
+
+
+def _remember(results: Path, stage: str, part: str, ds: xr.Dataset) -> None:
+    """A part just saved, decoded from the very bytes written, as :func:`load_stage`
+    would read it from disk."""
+    key, identity = _part_identity(results, stage, part)
+    _store_loaded(key, identity, ds)
+
+
+def _decoded(files: dict[str, bytes]) -> xr.Dataset:
+    """The dataset of the Zarr files ``files`` (key -> bytes), read as from disk."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    store = zarr.storage.MemoryStore({k: proto.buffer.from_bytes(v) for k, v in files.items()})
+    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    return plain_strings(ds.load())
 
 
 @dataclass
@@ -151,6 +204,12 @@ class Results:
     frames: xr.Dataset
     run: xr.Dataset
     lineage: dict
+
+
+def has_alpha(run: xr.Dataset) -> bool:
+    """The run has alpha frames (PMT sets' twins or monitor sets)."""
+    return "alpha_n_frames" in run and (
+        int(run.alpha_n_frames) + int(run.alpha_monitor_n_frames.sum())) > 0
 
 
 def merge_parts(by_stage: dict[str, dict[str, xr.Dataset | None]]) -> dict[str, xr.Dataset]:

@@ -129,8 +129,8 @@ def _value_html(value, var_name: str = "") -> str | Cell:
 def without_empty_alpha(results):
     """``results`` without what the alpha and isotopes stages provide when the run has no
     alpha data (a PMT-only run: those stages record only "no alpha frames")."""
+    from ratag_xr.pipeline.results import has_alpha
     from ratag_xr.stages import STAGES
-    from ratag_xr.stages.alpha import has_alpha
 
     run = getattr(results, "run", None)
     if run is None or "alpha_n_frames" not in run or has_alpha(run):

@@ -155,12 +155,6 @@ def stored_ranges(run: xr.Dataset) -> IsotopeRanges:
                          float(run.alpha_overlap_boundary.attrs.get("n_sigma", np.nan)))
 
 
-def has_alpha(run: xr.Dataset) -> bool:
-    """The run has alpha frames (PMT sets' twins or monitor sets)."""
-    return "alpha_n_frames" in run and (
-        int(run.alpha_n_frames) + int(run.alpha_monitor_n_frames.sum())) > 0
-
-
 # ---------------------------------------------------------------- compute
 
 

@@ -16,9 +16,8 @@ from ratag_xr.export import export_alpha, export_run, export_set, isotope_result
 from ratag_xr.features import FEATURES, select
 from ratag_xr.io.atomic import remove_stale_temps
 from ratag_xr.pipeline.context import versions
-from ratag_xr.pipeline.results import Results, merge_parts
+from ratag_xr.pipeline.results import Results, has_alpha, merge_parts
 from ratag_xr.stages import Stage, StageResult, register
-from ratag_xr.stages.alpha import has_alpha
 from ratag_xr.stages.isotopes import FRAMES as ISOTOPE_LABELS
 from ratag_xr.store import store_state
 

@@ -1,156 +1,37 @@
-"""Stage ``plots``: every figure of ALGORITHMS.md §10 and §14, from :data:`FIGURES`.
+"""Stage ``plots``: every figure of ALGORITHMS.md §10 and §14
+(:data:`~ratag_xr.plots.figures.FIGURES`).
 
-:data:`FIGURES` is the one list of figures: each says its file name, whether it is drawn
-per set or per run, which stages' results it needs and how it is drawn.  The stage draws
-them all; ``flag_plot`` of the Python API draws those whose stages have run
-(:func:`render`).  Each figure is one task on the cluster (matplotlib is serial): the
-small per-set and per-run results are loaded once and shipped to the tasks; the
-waveform validation figure reads its ten frames from the store in its task.
+A figure is drawn from the stored results of the stages it needs, so it is the same
+whoever draws it and when:
+
+- the command's figure helpers (:mod:`ratag_xr.plots.helpers`, processes of their own)
+  when it has them: the runner makes a :class:`FigureRound` before the first stage and
+  asks for each figure as soon as its stages are stored, so most figures are drawn while
+  the later stages compute, and the stage waits for the rest;
+- otherwise one task per figure on the cluster (each reads the stored results in place);
+- without a cluster (``flag_plot`` of the Python API), one after the other.
 """
 
 from __future__ import annotations
 
 import uuid
-import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
 from pathlib import Path
 
-import dask
-import numpy as np
-import xarray as xr
-
-from ratag_xr import plots
 from ratag_xr.cluster import os_errors_returned, task_result
-from ratag_xr.io.atomic import atomic_save_figure, remove_stale_temps
-from ratag_xr.pipeline.results import Results
-from ratag_xr.stages import Stage, StageResult, register
-from ratag_xr.stages.alpha import has_alpha
-from ratag_xr.store import read_set_frames, set_frame_count
-
-N_VALIDATION_FRAMES = 10
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """One figure: ``name`` (file ``<set>_<name>.png`` or ``<run_id>_<name>.png``),
-    ``per`` ("set" or "run"), the stages whose results it draws, and ``draw(job, results,
-    set_name)`` returning a :class:`matplotlib.figure.Figure` (None: nothing to draw);
-    ``when(results)``, if given, says whether the run has what the figure shows (the
-    alpha figures: a run with alpha data)."""
-
-    name: str
-    per: str
-    needs: tuple[str, ...]
-    draw: Callable
-    when: Callable | None = None
-
-    def applies(self, results: Results) -> bool:
-        return self.when is None or bool(self.when(results))
-
-
-@dataclass(frozen=True)
-class FigureJob:
-    """What a figure task needs to know of the run (small, travels to a worker)."""
-
-    run_id: str
-    plots_dir: Path
-    store: Path
-    n_pedestal: int
-    exclude_index: int
-    xray_exclude_index: int
-
-
-def validation_frames(store, set_name: str, n_pedestal: int,
-                      n: int = N_VALIDATION_FRAMES) -> xr.Dataset:
-    """``n`` randomly chosen individual valid frames of a set (reproducible per set name),
-    in pedestal-subtracted mV as the analysis sees them."""
-    n_valid = set_frame_count(store, set_name)
-    rng = np.random.default_rng(zlib.crc32(set_name.encode()))
-    pick = np.sort(rng.choice(n_valid, size=min(n, n_valid), replace=False))
-    frames = read_set_frames(store, set_name, pick)  # only the chunks holding them
-    pedestal = frames.waveform.isel(time=slice(0, n_pedestal)).mean("time")
-    frames["waveform"] = (frames.waveform - pedestal).assign_attrs(
-        units="mV", long_name="PMT signal, pedestal-subtracted")
-    return frames
-
-
-def _validation(job: FigureJob, res: Results, name: str):
-    if int(res.sets.n_frames.sel(set=name)) == 0:
-        return None
-    return plots.plot_waveform_validation(validation_frames(job.store, name, job.n_pedestal),
-                                          res.sets.sel(set=name), job.run_id)
-
-
-FIGURES = (
-    # the slowest first (it reads waveforms), so it is not the last task to start
-    FigureSpec("waveform_validation", "set", ("prepare", "integrate"), _validation),
-    FigureSpec("s2_histogram", "set", ("integrate",),
-               lambda job, res, name: plots.plot_s2_histogram(
-                   res.sets, name, job.run_id, exclude_index=job.exclude_index)),
-    FigureSpec("s2_vs_drift", "run", ("prepare", "integrate"),
-               lambda job, res, _: plots.plot_s2_vs_drift(res.sets, job.run_id)),
-    FigureSpec("xray_histogram", "run", ("calibrate",),
-               lambda job, res, _: plots.plot_xray_histogram(
-                   res.run, job.run_id, exclude_index=job.xray_exclude_index)),
-    FigureSpec("s2_vs_drift_normalized", "run", ("prepare", "integrate", "calibrate"),
-               lambda job, res, _: plots.plot_s2_vs_drift(res.sets, job.run_id,
-                                                          normalized=True)),
-    FigureSpec("diffusion_analysis", "run", ("prepare", "calibrate"),
-               lambda job, res, _: plots.plot_diffusion(res.sets, res.run, job.run_id)),
-    FigureSpec("recombination", "run", ("calibrate",),
-               lambda job, res, _: plots.plot_recombination(res.sets, job.run_id)),
-    # §14: only for a run with alpha data
-    FigureSpec("alpha_spectrum", "set", ("alpha", "isotopes"),
-               lambda job, res, name: plots.plot_alpha_spectrum_set(res.sets, res.run, name,
-                                                                    job.run_id),
-               when=lambda res: has_alpha(res.run)),
-    FigureSpec("alpha_spectrum", "run", ("alpha",),
-               lambda job, res, _: plots.plot_alpha_spectrum(res.run, job.run_id),
-               when=lambda res: has_alpha(res.run)),
-    FigureSpec("alpha_calibration", "run", ("alpha",),
-               lambda job, res, _: plots.plot_alpha_calibration(res.run, job.run_id),
-               when=lambda res: has_alpha(res.run)),
-    FigureSpec("s2_vs_drift_isotopes", "run", ("prepare", "integrate", "isotopes"),
-               lambda job, res, _: plots.plot_s2_vs_drift_isotopes(res.sets, job.run_id),
-               when=lambda res: has_alpha(res.run)),
+from ratag_xr.io.atomic import remove_stale_temps
+from ratag_xr.pipeline.results import load_stage
+from ratag_xr.plots.figures import (
+    FIGURES,
+    FigureJob,
+    FigureSpec,
+    draw_figure,
+    figure_results,
+    job_fields,
 )
+from ratag_xr.stages import Stage, StageResult, register
 
-
-def figure_path(job: FigureJob, spec: FigureSpec, set_name: str | None) -> Path:
-    stem = set_name if spec.per == "set" else job.run_id
-    return job.plots_dir / f"{stem}_{spec.name}.png"
-
-
-def _draw(job: FigureJob, name: str, set_name: str | None, results: Results) -> list[Path]:
-    """One figure (a task): what it reads lazily (waveforms) is read right here, not sent
-    back to the cluster as tasks of their own."""
-    spec = next(f for f in FIGURES if f.name == name and (f.per == "set") == (set_name
-                                                                                is not None))
-    with dask.config.set(scheduler="synchronous"):
-        fig = spec.draw(job, results, set_name)
-    if fig is None:
-        return []
-    return [atomic_save_figure(figure_path(job, spec, set_name), fig)]
-
-
-def render(job: FigureJob, results: Results, available, client=None) -> list[Path]:
-    """Draw every figure whose stages are in ``available``; one task each on ``client``."""
-    names = [str(s) for s in results.sets.set.values]
-    job.plots_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(job.plots_dir)
-    small = Results(sets=results.sets, run=results.run, frames=xr.Dataset(),
-                    lineage=results.lineage)
-    todo = [(spec.name, s) for spec in FIGURES
-            if set(spec.needs) <= set(available) and spec.applies(small)
-            for s in (names if spec.per == "set" else [None])]
-    if client is None:
-        return [p for name, s in todo for p in _draw(job, name, s, small)]
-    shared = client.scatter(small, broadcast=True)
-    futures = [client.submit(os_errors_returned, _draw, job, name, s, shared, pure=False,
-                             key=f"figure-{name}-{s or job.run_id}-{uuid.uuid4().hex[:6]}")
-               for name, s in todo]
-    return [p for future in futures for p in task_result(future)]
+ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes")
 
 
 def figure_job(run, config) -> FigureJob:
@@ -161,27 +42,100 @@ def figure_job(run, config) -> FigureJob:
                      xray_exclude_index=config.calibrate.xray_exclude_index)
 
 
-ANALYSIS = ("prepare", "frames", "integrate", "classify", "calibrate", "alpha", "isotopes")
+def _set_names(results: Path, stage: str) -> list[str] | None:
+    """The sets of a stage's stored per-set result (None: it has none)."""
+    sets = load_stage(results, stage, "sets")
+    return None if sets is None else [str(s) for s in sets.set.values]
+
+
+def _figures(results: Path, available, names=None) -> list[tuple[FigureSpec, str | None]]:
+    """Every figure whose stages are all in ``available`` and whose results have what it
+    shows (:meth:`FigureSpec.applies`), in :data:`FIGURES` order: a per-set figure for
+    each set of the first of its stages with a per-set result.  ``names``: a cache (of
+    :func:`_set_names` by stage, and of each figure's applicability)."""
+    names = {} if names is None else names
+    out = []
+    for spec in FIGURES:
+        if not set(spec.needs) <= set(available):
+            continue
+        if (spec.name, spec.per) not in names:
+            names[(spec.name, spec.per)] = spec.applies(figure_results(results, spec.needs))
+        if not names[(spec.name, spec.per)]:
+            continue
+        if spec.per != "set":
+            out.append((spec, None))
+            continue
+        for stage in spec.needs:
+            if stage not in names:
+                names[stage] = _set_names(results, stage)
+            if names[stage] is not None:
+                out.extend((spec, s) for s in names[stage])
+                break
+    return out
+
+
+class FigureRound:
+    """The figures of one ``plots`` stage, each asked of the figure helpers once every
+    stage it draws is stored (:meth:`stages_done`); :meth:`paths` waits for them all."""
+
+    def __init__(self, job: FigureJob, results: Path, helpers):
+        self.job, self.results, self.helpers = job, Path(results), helpers
+        self._asked: dict[tuple[str, str, str | None], Future] = {}
+        self._names: dict = {}  # sets of each stored stage, whether each figure applies
+        job.plots_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(job.plots_dir)
+
+    def stages_done(self, done) -> None:
+        """Ask for every figure not yet asked for whose stages are all in ``done``."""
+        for spec, s in _figures(self.results, done, self._names):
+            key = (spec.name, spec.per, s)
+            if key not in self._asked:
+                self._asked[key] = self.helpers.submit(
+                    {"job": job_fields(self.job), "figure": spec.name, "set": s,
+                     "results": str(self.results)})
+
+    def paths(self, available) -> list[Path]:
+        """The files of every figure of ``available`` (asked for now if not yet), in
+        :data:`FIGURES` order; an error of any figure raised here."""
+        self.stages_done(available)
+        return [Path(p) for spec, s in _figures(self.results, available, self._names)
+                for p in self._asked[(spec.name, spec.per, s)].result()]
+
+
+def render(job: FigureJob, results: Path, available, client=None) -> list[Path]:
+    """Draw every figure whose stages are in ``available`` from the stored results at
+    ``results``: one task each on ``client``, else one after the other here."""
+    job.plots_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(job.plots_dir)
+    todo = _figures(Path(results), available)
+    if client is None:
+        return [Path(p) for spec, s in todo
+                for p in draw_figure(job, spec.name, s, Path(results))]
+    futures = [client.submit(os_errors_returned, draw_figure, job, spec.name, s,
+                             Path(results), pure=False,
+                             key=f"figure-{spec.name}-{s or job.run_id}-{uuid.uuid4().hex[:6]}")
+               for spec, s in todo]
+    return [Path(p) for future in futures for p in task_result(future)]
 
 
 def compute(ctx) -> StageResult:
-    from ratag_xr.pipeline.results import merge_parts
-
-    results = Results(**merge_parts({s: {p: ctx.load(s, p) for p in ("sets", "run")}
-                                     for s in ANALYSIS}), lineage=ctx.upstream_lineages())
-    paths = render(figure_job(ctx.run, ctx.config), results, ANALYSIS, ctx.client)
-    return StageResult(files=paths)
+    figures = ctx.figures
+    if figures is not None:
+        return StageResult(files=figures.paths(ANALYSIS))
+    return StageResult(files=render(figure_job(ctx.run, ctx.config), ctx.run.results,
+                                    ANALYSIS, ctx.client))
 
 
 STAGE = register(Stage(
     name="plots",
-    version=4,
+    version=5,
     reads=tuple(f"stage:{s}" for s in ANALYSIS) + (
         "waveforms", "config:prepare.n_pedestal", "config:integrate.exclude_index",
         "config:calibrate.xray_exclude_index", "config:run.run_id"),
     compute=compute,
     files=tuple(f"plots/<{'set' if f.per == 'set' else 'run_id'}>_{f.name}.png"
                 for f in FIGURES),
-    doc="every diagnostic figure (150 DPI PNG), one task each; the alpha figures for a run "
-        "with alpha data (§10, §14)",
+    doc="every diagnostic figure (150 DPI PNG), drawn from the stored results of the "
+        "stages each needs: in figure helper processes as soon as those stages are done, "
+        "else one task each; the alpha figures for a run with alpha data (§10, §14)",
 ))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dask
@@ -35,6 +36,31 @@ def store_state(store: str | Path) -> dict:
     return state
 
 
+#: Trees opened in this process, by (store, raw), with the identity of what they were
+#: opened from (:func:`_identity`): the stages of one command open the same store often.
+_OPENED: dict[tuple[str, bool], tuple[tuple, xr.DataTree]] = {}
+
+
+def _identity(store: Path) -> tuple:
+    """Every metadata and coordinate file of the store and its manifest (path, inode,
+    modification time, size): what an opened tree holds in memory.  Waveform chunks are
+    not in it: they are read when computed (their Dask names carry the manifest's)."""
+    out = []
+    for folder, dirs, files in os.walk(store):
+        rel = os.path.relpath(folder, store)
+        if os.path.basename(rel) in WAVEFORMS:
+            dirs[:] = []  # a waveform array: its zarr.json only
+        for name in files:
+            st = os.stat(os.path.join(folder, name))
+            out.append((rel, name, st.st_ino, st.st_mtime_ns, st.st_size))
+    try:
+        st = L.manifest_path(store).stat()
+        out.append(("manifest", st.st_ino, st.st_mtime_ns, st.st_size))
+    except FileNotFoundError:
+        pass
+    return tuple(sorted(out))
+
+
 def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
     """The run as a DataTree: one child per time axis.
 
@@ -49,7 +75,21 @@ def open_run(store: str | Path, *, raw: bool = False) -> xr.DataTree:
     ``offset_coord``) and, where every frame shares one scale, also hold it as
     ``scale_factor``/``add_offset`` (what the kernels take).  Frame identity: ``file``,
     ``twin_key``, ``frame_in_file``; root attributes hold the run id.
+
+    A tree opened before in this process is copied while the store's metadata,
+    coordinates and manifest are the same on disk (:func:`_identity`).
     """
+    key = (str(Path(store).resolve()), bool(raw))
+    identity = _identity(Path(store))
+    hit = _OPENED.get(key)
+    if hit is not None and hit[0] == identity:
+        return hit[1].copy(deep=True)
+    tree = _open_run(store, raw)
+    _OPENED[key] = (identity, tree)
+    return tree.copy(deep=True)
+
+
+def _open_run(store, raw: bool) -> xr.DataTree:
     state = store_state(store)
     tree = xr.open_datatree(str(store), engine="zarr", consolidated=False, chunks={},
                             mask_and_scale={name: False for name in WAVEFORMS})

@@ -7,6 +7,8 @@ growth and coordinate writes then go through zarr directly, from the driver only
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from pathlib import Path
 
 import dask.array as da
@@ -117,9 +119,26 @@ def create_node(store: Path, node: str, key: AxisKey | None, alpha_key: AxisKey 
                      "set": {"chunks": (1024,)}, "frame": {"chunks": (_COORD_CHUNK,)}})
     encoding.update({k: {"chunks": (1024,)} for k in PER_SET})
     encoding.update({k: dict(coord_chunks) for k in specs})
-    ds.to_zarr(str(store), group=node, mode="w-", compute=False, zarr_format=3,
-               consolidated=False, encoding=encoding)
-    zarr.open_group(store=str(store), path=node, mode="r+").attrs["complete"] = True
+    # Encoded in memory (the waveforms are not written: no chunk until a file fills it),
+    # written as files beside the store and renamed into place: a node appears whole, and
+    # without a file operation per key through zarr's I/O threads.
+    buffers: dict = {}
+    memory = zarr.storage.MemoryStore(buffers)
+    ds.to_zarr(memory, mode="w-", compute=False, zarr_format=3, consolidated=False,
+               encoding=encoding)
+    zarr.open_group(store=memory, mode="r+").attrs["complete"] = True
+    final = Path(store) / node
+    for stale in final.parent.parent.glob(f".{final.parent.name}.{node}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # an earlier creation, interrupted
+    tmp = final.parent.parent / f".{final.parent.name}.{node}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        for key, buf in buffers.items():
+            path = tmp / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(buf.to_bytes())
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def grow_node(store: Path, node: str, n_sets: int, n_slots: int) -> None:
