@@ -61,8 +61,9 @@ def test_live_run_grows_in_pieces_and_ends_as_the_batch_run(batch, tmp_path):
                     # never a partial file: complete means every byte, as in the batch run
                     assert path.read_bytes() == final[rel], rel
                     complete_at.setdefault(rel, time.monotonic())
-                elif size < len(final[rel]):
-                    assert not is_complete(path), rel
+                elif size < len(final[rel]) and is_complete(path):
+                    # complete since its size was read: then every byte is there
+                    assert path.read_bytes() == final[rel], rel
             time.sleep(0.01)
         out, err = proc.communicate()
     finally:
