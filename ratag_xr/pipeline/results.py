@@ -147,14 +147,10 @@ def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
     here, without Dask (not as tasks of whatever cluster is the default client): the
     parts are small.  The stages of one command read the same parts many times: a part
     already read is copied from memory while the stored one is unchanged."""
-    path = Path(results) / stage / part
     try:
-        st = (path / "zarr.json").stat()
-        stage_meta = (path.parent / "zarr.json").read_bytes()
+        key, identity = _part_identity(results, stage, part)
     except FileNotFoundError:
         return None
-    key = str(path.resolve())
-    identity = (st.st_ino, st.st_mtime_ns, st.st_size, stage_meta)
     hit = _LOADED.get(key)
     if hit is not None and hit[0] == identity:
         _LOADED.move_to_end(key)
@@ -166,6 +162,7 @@ def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
 
 
 def _part_identity(results: Path, stage: str, part: str) -> tuple[str, tuple]:
+    """A stored part's cache key and what identifies it on disk (see :data:`_LOADED`)."""
     path = Path(results) / stage / part
     st = (path / "zarr.json").stat()
     return str(path.resolve()), (st.st_ino, st.st_mtime_ns, st.st_size,
