@@ -48,8 +48,11 @@ def test_live_run_grows_in_pieces_and_ends_as_the_batch_run(batch, tmp_path):
                             stderr=subprocess.PIPE, text=True)
     sizes: dict = {}  # file -> sizes seen while polling
     complete_at: dict = {}  # file -> when it was first seen complete
+    looks_after_exit = 0  # a file finished just before the exit is seen stable twice more
     try:
-        while proc.poll() is None:
+        while looks_after_exit < 2:
+            if proc.poll() is not None:
+                looks_after_exit += 1
             for path in run.rglob("*.wfm") if run.exists() else ():
                 rel = path.relative_to(run)
                 previous = sizes.get(rel, [None])[-1]
