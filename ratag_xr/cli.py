@@ -91,13 +91,17 @@ def cmd_ingest(args) -> int:
 
 
 def _pipeline(args, stages) -> int:
+    """Run ``stages`` (None: every stage) as ``ratag-xr run`` does."""
     from ratag_xr.plots.helpers import FigureHelpers
 
-    run_dir, config = _run_and_config(args.run, args.config)
-    # Started first, so they import matplotlib while this command imports the rest; closed
-    # at once if the plots stage turns out to be current.
-    figures = FigureHelpers() if "plots" in stages else None
+    # Started first, so they import matplotlib while this command imports the rest and
+    # reads its config; closed at once if the plots stage turns out to be current.
+    figures = FigureHelpers() if stages is None or "plots" in stages else None
     try:
+        from ratag_xr.runner import PIPELINE
+
+        stages = tuple(stages or PIPELINE)
+        run_dir, config = _run_and_config(args.run, args.config)
         from ratag_xr.pipeline import load_results
         from ratag_xr.pipeline.summary import run_failed, summary_table
         from ratag_xr.runner import run_pipeline
@@ -128,9 +132,7 @@ def _pipeline(args, stages) -> int:
 
 
 def cmd_run(args) -> int:
-    from ratag_xr.runner import PIPELINE
-
-    return _pipeline(args, tuple(args.stages or PIPELINE))
+    return _pipeline(args, args.stages)
 
 
 def _stage_command(stage):

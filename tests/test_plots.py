@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from scipy.stats import norm
@@ -38,6 +39,33 @@ def vertical_at(ax, color) -> list[float]:
     """x of the vertical lines of ``color`` in ``ax``."""
     return [float(ln.get_xdata()[0]) for ln in lines_of(ax, color)
             if len(ln.get_xdata()) == 2 and ln.get_xdata()[0] == ln.get_xdata()[1]]  # fmt: skip
+
+
+def marker_lines(ax, color) -> list[float]:
+    """x of the full-height dashed marker lines of ``color`` (a LineCollection of ``ax``,
+    in x-data / y-axes coordinates)."""
+    out = []
+    for coll in ax.collections:
+        if not isinstance(coll, LineCollection):
+            continue
+        assert coll.get_transform() == ax.get_xaxis_transform()
+        colors = np.broadcast_to(coll.get_colors(), (len(coll.get_segments()), 4))
+        for seg, rgba in zip(coll.get_segments(), colors, strict=True):
+            if to_hex(rgba) == to_hex(color) and seg[0, 0] == seg[1, 0]:
+                assert sorted(seg[:, 1]) == [0, 1]  # bottom to top of the panel
+                out.append(float(seg[0, 0]))
+    return out
+
+
+def marker_bands(ax) -> list[tuple[float, float]]:
+    """Data x ranges of the full-height shaded bands of ``ax`` (a PolyCollection)."""
+    out = []
+    for coll in ax.collections:
+        if isinstance(coll, PolyCollection):
+            assert coll.get_transform() == ax.get_xaxis_transform()
+            out.extend((float(p.vertices[:, 0].min()), float(p.vertices[:, 0].max()))
+                       for p in coll.get_paths())
+    return out
 
 
 def span_x(patch) -> tuple[float, float]:
@@ -108,12 +136,15 @@ def test_waveform_validation_has_one_panel_per_frame_with_markers(results):
         stem = f"RUN9_20260312_Gate100_Anode1600_P3_000{j % 2}"
         assert ax.get_title() == f"{stem}_ff{3 * j + 1}"
         np.testing.assert_array_equal(ax.lines[0].get_ydata(), waveforms.waveform[j].values)
-        assert vertical_at(ax, RED) == [0.12]
-        assert vertical_at(ax, BLUE) == [22.9]
-        assert vertical_at(ax, PURPLE) == [33.5]
-        assert all(ln.get_linestyle() == "--" for ln in ax.lines[1:])
-        spans = np.array(sorted(span_x(p) for p in ax.patches))
+        assert marker_lines(ax, RED) == [0.12]
+        assert marker_lines(ax, BLUE) == [22.9]
+        assert marker_lines(ax, PURPLE) == [33.5]
+        assert len(ax.lines) == 1  # the trace; the markers are collections
+        (dashes,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        assert all(offset is not None and pattern for offset, pattern in dashes.get_dashes())
+        spans = np.array(sorted(marker_bands(ax)))
         np.testing.assert_allclose(spans, [(0.09, 0.15), (22.5, 23.3), (33.0, 34.0)])
+        assert ax.get_ylim()[0] < waveforms.waveform[j].values.min()  # markers set no limits
     assert "µs" in fig.axes[-1].get_xlabel() and "µs" in fig.axes[-2].get_xlabel()
     assert all("mV" in fig.axes[i].get_ylabel() for i in range(0, 10, 2))
 
@@ -123,7 +154,8 @@ def test_waveform_validation_without_estimates_and_odd_count(results):
     fig = plot_waveform_validation(make_waveforms(FAILED, n=5), sets.sel(set=SETS[FAILED]),
                                    RUN_ID)  # fmt: skip
     assert len(fig.axes) == 5
-    assert all(len(ax.lines) == 1 and not ax.patches for ax in fig.axes)  # NaN times: no lines
+    # NaN times: no marker lines, no bands
+    assert all(len(ax.lines) == 1 and not ax.patches and not ax.collections for ax in fig.axes)
     assert "time [µs]" in fig.axes[3].get_xlabel()  # above the empty slot
     assert "not determined" in all_text(fig)
 

@@ -141,10 +141,20 @@ def atomic_save_npy(path: str | os.PathLike, array) -> Path:
     return Path(path)
 
 
+#: zlib level of the PNG files: 1 encodes a figure in about half the time of the default
+#: (6) for files 5-10 % larger (measured on the run figures); the pixels are the same
+PNG_COMPRESS_LEVEL = 1
+
+
+def save_png(fh, fig, dpi: int = PNG_DPI) -> None:
+    """Render the matplotlib ``fig`` as PNG at ``dpi`` (metadata included) into ``fh``."""
+    fig.savefig(fh, format="png", dpi=dpi, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
+
+
 def atomic_save_figure(path: str | os.PathLike, fig, dpi: int = PNG_DPI) -> Path:
     """Render the matplotlib ``fig`` as PNG at ``dpi`` (metadata included) to ``path``."""
     with atomic_open(path) as fh:
-        fig.savefig(fh, format="png", dpi=dpi)
+        save_png(fh, fig, dpi)
     return Path(path)
 
 

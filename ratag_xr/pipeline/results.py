@@ -95,7 +95,7 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
     finally:
         shutil.rmtree(results / tmp_name, ignore_errors=True)
     for part, files in encoded.items():  # read back from the bytes just written
-        _remember(results, stage, part, _decoded(files))
+        _remember(results, stage, part, files)
 
 
 def _encoded(ds: xr.Dataset) -> dict[str, bytes]:
@@ -138,7 +138,7 @@ def plain_strings(ds: xr.Dataset) -> xr.Dataset:
 #: ``zarr.json`` (inode, modification time, size) and the stage's (its lineage and file
 #: record, as bytes).  A stage is saved under a new temporary name and renamed into place,
 #: so a part read before is reused only while it is the very one on disk.
-_LOADED: OrderedDict[str, tuple[tuple, xr.Dataset]] = OrderedDict()
+_LOADED: OrderedDict[str, tuple[tuple, xr.Dataset | dict]] = OrderedDict()
 _LOADED_MAX = 64
 
 
@@ -154,7 +154,11 @@ def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
     hit = _LOADED.get(key)
     if hit is not None and hit[0] == identity:
         _LOADED.move_to_end(key)
-        return hit[1].copy(deep=True)
+        ds = hit[1]
+        if not isinstance(ds, xr.Dataset):  # the files of a part just saved: decoded once
+            ds = _decoded(ds)
+            _store_loaded(key, identity, ds)
+        return ds.copy(deep=True)
     ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks=None)
     ds = plain_strings(ds.load())
     _store_loaded(key, identity, ds)
@@ -169,18 +173,18 @@ def _part_identity(results: Path, stage: str, part: str) -> tuple[str, tuple]:
                                  (path.parent / "zarr.json").read_bytes())
 
 
-def _store_loaded(key: str, identity: tuple, ds: xr.Dataset) -> None:
+def _store_loaded(key: str, identity: tuple, ds: xr.Dataset | dict) -> None:
     _LOADED[key] = (identity, ds)
     _LOADED.move_to_end(key)
     while len(_LOADED) > _LOADED_MAX:
         _LOADED.popitem(last=False)
 
 
-def _remember(results: Path, stage: str, part: str, ds: xr.Dataset) -> None:
-    """A part just saved, decoded from the very bytes written, as :func:`load_stage`
-    would read it from disk."""
+def _remember(results: Path, stage: str, part: str, files: dict[str, bytes]) -> None:
+    """A part just saved: the very bytes written (key -> bytes), decoded by
+    :func:`load_stage` when it is first asked for, as it would read them from disk."""
     key, identity = _part_identity(results, stage, part)
-    _store_loaded(key, identity, ds)
+    _store_loaded(key, identity, files)
 
 
 def _decoded(files: dict[str, bytes]) -> xr.Dataset:

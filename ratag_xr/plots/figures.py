@@ -34,16 +34,23 @@ class FigureSpec:
     ``per`` ("set" or "run"), the stages whose results it draws, and ``draw(job, results,
     set_name)`` returning a :class:`matplotlib.figure.Figure` (None: nothing to draw);
     ``when(results)``, if given, says whether the run has what the figure shows (the
-    alpha figures: a run with alpha data)."""
+    alpha figures: a run with alpha data), from the results of the stages ``when_reads``
+    (default: ``needs``)."""
 
     name: str
     per: str
     needs: tuple[str, ...]
     draw: Callable
     when: Callable | None = None
+    when_reads: tuple[str, ...] | None = None
 
     def applies(self, results: Results) -> bool:
         return self.when is None or bool(self.when(results))
+
+    @property
+    def condition(self) -> tuple[Callable, tuple[str, ...]] | None:
+        """What decides :meth:`applies` (the same for figures with the same condition)."""
+        return None if self.when is None else (self.when, self.when_reads or self.needs)
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,10 @@ def _validation(job: FigureJob, res: Results, name: str):
                                           res.sets.sel(set=name), job.run_id)
 
 
+def _run_has_alpha(res: Results) -> bool:
+    return has_alpha(res.run)
+
+
 FIGURES = (
     # the slowest first (it reads waveforms), so it is not the last task to start
     FigureSpec("waveform_validation", "set", ("prepare",), _validation),
@@ -101,16 +112,16 @@ FIGURES = (
     FigureSpec("alpha_spectrum", "set", ("alpha", "isotopes"),
                lambda job, res, name: plots.plot_alpha_spectrum_set(res.sets, res.run, name,
                                                                     job.run_id),
-               when=lambda res: has_alpha(res.run)),
+               when=_run_has_alpha, when_reads=("alpha",)),
     FigureSpec("alpha_spectrum", "run", ("alpha",),
                lambda job, res, _: plots.plot_alpha_spectrum(res.run, job.run_id),
-               when=lambda res: has_alpha(res.run)),
+               when=_run_has_alpha, when_reads=("alpha",)),
     FigureSpec("alpha_calibration", "run", ("alpha",),
                lambda job, res, _: plots.plot_alpha_calibration(res.run, job.run_id),
-               when=lambda res: has_alpha(res.run)),
+               when=_run_has_alpha, when_reads=("alpha",)),
     FigureSpec("s2_vs_drift_isotopes", "run", ("prepare", "integrate", "alpha", "isotopes"),
                lambda job, res, _: plots.plot_s2_vs_drift_isotopes(res.sets, job.run_id),
-               when=lambda res: has_alpha(res.run)),
+               when=_run_has_alpha, when_reads=("alpha",)),
 )
 
 

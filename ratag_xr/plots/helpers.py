@@ -227,6 +227,37 @@ def _serve_pipes(requests, replies) -> None:
             replies.flush()
 
 
+#: scheduling priority of a helper (``nice``): the figures take the cores the analysis
+#: leaves free, so a large run's tasks are not slowed by figures drawn beside them
+NICENESS = 10
+
+
+def _yield_to_the_analysis() -> None:
+    try:
+        os.nice(NICENESS)
+    except (AttributeError, OSError):  # no nice on this system: the same figures, later
+        pass
+
+
+def _warm_up() -> None:
+    """Draw and encode one throwaway figure with what the figures use (fonts, math text,
+    legend, errorbars, PNG encoding), so the first figure asked for does not pay for
+    loading them: done while the command is still starting up, on a core it leaves idle."""
+    import io
+
+    from ratag_xr.io.atomic import save_png
+    from ratag_xr.plots._common import new_figure
+
+    fig = new_figure(3, 2)
+    ax = fig.add_subplot()
+    ax.errorbar([0, 1], [1, 2], yerr=[0.1, 0.2], fmt="o", label=r"$\sigma^2_\mathrm{obs}$ µs²")
+    ax.hist([0.5, 1.0, 1.5], bins=3)
+    ax.set_xlabel("t [µs]")
+    ax.set_title("warm-up", y=1.0)
+    ax.legend()
+    save_png(io.BytesIO(), fig)
+
+
 def main(argv=None) -> int:
     """A helper: ``python -m ratag_xr.plots.helpers R:W[,R:W...]``, one pair of pipe file
     descriptors (requests read, replies written) per process; the first pair is served
@@ -246,6 +277,8 @@ def main(argv=None) -> int:
 
     for name in plots.__all__:
         getattr(plots, name)
+    _warm_up()
+    _yield_to_the_analysis()
     mine, children = pairs[0], []
     for pair in pairs[1:]:
         pid = os.fork()
@@ -261,9 +294,11 @@ def main(argv=None) -> int:
         _serve_pipes(requests, replies)
     for pid in children:
         os.waitpid(pid, 0)
-    if mine != pairs[0]:
-        os._exit(0)  # a forked helper: nothing of the parent's to run at exit
-    return 0
+    # Every figure is written and renamed into place: the process ends at once, without
+    # the interpreter's teardown of matplotlib and the rest (a third of a second, which
+    # the command would wait for).  A forked helper has nothing of the parent's to run.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

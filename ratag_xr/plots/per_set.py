@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import xarray as xr
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -150,6 +151,23 @@ def min_max_envelope(t: np.ndarray, y: np.ndarray, columns: int = ENVELOPE_COLUM
     return np.concatenate([t_env, t[m:]]), np.concatenate([y_env, y[m:]])
 
 
+def _time_markers(ax, lines, bands) -> None:
+    """Dashed lines at the times ``lines`` [(t, color)] and shaded bands ``bands``
+    [(t_lo, t_hi, color)] over the full height of ``ax``: what ``axvline`` and ``axvspan``
+    draw, as two collections instead of an artist each (the ten panels' markers took a
+    fifth of the figure's time).  They do not change the axes' limits."""
+    where = ax.get_xaxis_transform()  # x in data, y in axes units
+    if bands:
+        ax.add_collection(PolyCollection(
+            [[(lo, 0), (lo, 1), (hi, 1), (hi, 0)] for lo, hi, _ in bands],
+            facecolors=[c for *_, c in bands], alpha=0.18, linewidths=0, transform=where),
+            autolim=False)
+    if lines:
+        ax.add_collection(LineCollection(
+            [[(t, 0), (t, 1)] for t, _ in lines], colors=[c for _, c in lines],
+            linestyles="--", linewidths=1.0, transform=where), autolim=False)
+
+
 #: Layout of the validation figure, inches: panel row height and the margins.
 PANEL_HEIGHT, TOP, BOTTOM, LEFT, RIGHT = 1.9, 0.75, 1.05, 0.8, 0.2
 
@@ -182,16 +200,16 @@ def plot_waveform_validation(waveforms: xr.Dataset, set_row: xr.Dataset, run_id:
     time = np.asarray(waveforms["time"].values, dtype=float)
     files = waveforms["file"].values
     frames_in_file = waveforms["frame_in_file"].values
+    markers = [(scalar(set_row, centre), scalar(set_row, spread), color)
+               for centre, spread, color, _ in TIME_MARKERS]
+    lines = [(t, color) for t, _, color in markers if math.isfinite(t)]
+    bands = [(t - s, t + s, color) for t, s, color in markers
+             if math.isfinite(t) and math.isfinite(s) and s > 0]
     for i, ax in enumerate(axes):
         t_env, y_env = min_max_envelope(time, np.asarray(waveforms["waveform"].isel(frame=i)
                                                           .values, dtype=float))
         ax.plot(t_env, y_env, color="0.15", linewidth=0.5)
-        for centre, spread, color, _ in TIME_MARKERS:
-            t, s = scalar(set_row, centre), scalar(set_row, spread)
-            if math.isfinite(t):
-                ax.axvline(t, color=color, linestyle="--", linewidth=1.0)
-                if math.isfinite(s) and s > 0:
-                    ax.axvspan(t - s, t + s, color=color, alpha=0.18, linewidth=0)
+        _time_markers(ax, lines, bands)
         ax.set_title(wf_id(files[i], frames_in_file[i]), fontsize=FONT_SIZE - 1, y=TITLE_Y)
         ax.tick_params(labelsize=FONT_SIZE - 1)
         ax.grid(alpha=0.3, linewidth=0.5)

@@ -122,14 +122,22 @@ declare_check("integrate.per_set", _check_per_set)
 declare_data_check("integrate.per_set names", _check_per_set_names)
 
 
-def _ranges(areas: xr.DataArray, names, cfg) -> dict[str, tuple[float, float, int]]:
-    """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram."""
+def _by_set(da: xr.DataArray) -> dict[str, np.ndarray]:
+    """Each set's values of ``da`` (dims set, ...), by set name: one conversion to numpy
+    instead of a labeled selection per set and use."""
+    values = da.transpose("set", ...).values
+    return {str(name): values[i] for i, name in enumerate(da["set"].values)}
+
+
+def _ranges(areas: dict[str, np.ndarray], names, cfg) -> dict[str, tuple[float, float, int]]:
+    """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram
+    (``areas``: per set name, its values)."""
     specs = {name: histogram_spec(cfg, name) for name in names}
     out = {n: (*specs[n]["bin_cuts"], int(specs[n]["nbins"])) for n in names}
     for n in names:
         if not specs[n]["auto_range"]:
             continue
-        values = areas.sel(set=n).values
+        values = areas[n]
         hi = float(np.nanmax(values)) if np.isfinite(values).any() else np.nan
         hi = hi if np.isfinite(hi) and hi > 0 else 1.0
         counts, edges = np.histogram(values, bins=_AUTO_BINS, range=(0.0, hi))
@@ -194,6 +202,7 @@ def fit_areas(counts, edges, cfg) -> dict:
 
 def fit_table(areas: xr.DataArray, valid: xr.DataArray, names, cfg) -> xr.Dataset:
     """§6 / §15 per set: histogram and binned likelihood fit of the areas."""
+    areas, valid = _by_set(areas), _by_set(valid)
     ranges = _ranges(areas, names, cfg)
     max_bins = max(r[2] for r in ranges.values())
     hist = np.zeros((len(names), max_bins), dtype=np.int64)
@@ -201,13 +210,13 @@ def fit_table(areas: xr.DataArray, valid: xr.DataArray, names, cfg) -> xr.Datase
     rows: dict[str, list] = {k: [] for k in (*FIT, *CRYSTAL_BALL)}
     for i, n in enumerate(names):
         lo, hi, nb = ranges[n]
-        counts, _ = np.histogram(areas.sel(set=n).values, bins=nb, range=(lo, hi))
+        counts, _ = np.histogram(areas[n], bins=nb, range=(lo, hi))
         hist[i, :nb] = counts
         edges[i, : nb + 1] = np.linspace(lo, hi, nb + 1)
         for key, value in fit_areas(counts, edges[i, : nb + 1], cfg).items():
             rows[key].append(value)
-        rows["n_frames"].append(int(valid.sel(set=n).sum()))
-        rows["n_area_nan"].append(int((valid.sel(set=n) & np.isnan(areas.sel(set=n))).sum()))
+        rows["n_frames"].append(int(valid[n].sum()))
+        rows["n_area_nan"].append(int((valid[n] & np.isnan(areas[n])).sum()))
     ds = xr.Dataset({k: ("set", np.asarray(v)) for k, v in rows.items()},
                     coords={"set": list(names)})
     ds["s2_area_hist"] = (("set", "bin"), hist)

@@ -18,9 +18,10 @@ import uuid
 from concurrent.futures import Future
 from pathlib import Path
 
+import zarr
+
 from ratag_xr.cluster import os_errors_returned, task_result
 from ratag_xr.io.atomic import remove_stale_temps
-from ratag_xr.pipeline.results import load_stage
 from ratag_xr.plots.figures import (
     FIGURES,
     FigureJob,
@@ -43,24 +44,29 @@ def figure_job(run, config) -> FigureJob:
 
 
 def _set_names(results: Path, stage: str) -> list[str] | None:
-    """The sets of a stage's stored per-set result (None: it has none)."""
-    sets = load_stage(results, stage, "sets")
-    return None if sets is None else [str(s) for s in sets.set.values]
+    """The sets of a stage's stored per-set result (None: it has none), read from its
+    ``set`` coordinate alone."""
+    try:
+        names = zarr.open_array(store=str(results), path=f"{stage}/sets/set", mode="r")[:]
+    except FileNotFoundError:
+        return None
+    return [str(s) for s in names]
 
 
 def _figures(results: Path, available, names=None) -> list[tuple[FigureSpec, str | None]]:
     """Every figure whose stages are all in ``available`` and whose results have what it
     shows (:meth:`FigureSpec.applies`), in :data:`FIGURES` order: a per-set figure for
     each set of the first of its stages with a per-set result.  ``names``: a cache (of
-    :func:`_set_names` by stage, and of each figure's applicability)."""
+    :func:`_set_names` by stage, and of each figure condition's outcome)."""
     names = {} if names is None else names
     out = []
     for spec in FIGURES:
         if not set(spec.needs) <= set(available):
             continue
-        if (spec.name, spec.per) not in names:
-            names[(spec.name, spec.per)] = spec.applies(figure_results(results, spec.needs))
-        if not names[(spec.name, spec.per)]:
+        condition = spec.condition
+        if condition is not None and condition not in names:  # decided once per condition
+            names[condition] = spec.applies(figure_results(results, condition[1]))
+        if condition is not None and not names[condition]:
             continue
         if spec.per != "set":
             out.append((spec, None))
