@@ -15,7 +15,9 @@ Marginal throughput = (bytes of the large run − bytes of the small one) / (its
 small one's): what each extra GB costs once the fixed costs are paid.  The baseline, in
 the same run: a numpy scan of the same bytes (every raw file read with numpy.fromfile and
 summed, page cache warm as for the runs).  While each run goes, the peak resident memory
-of the command and of each of its worker processes is sampled every 0.1 s.
+of the command and of each of its worker processes is sampled every 0.1 s.  Before each
+run the previous run's output is deleted and written back (``os.sync``), so no run pays
+for another's pending writes.
 
     python benchmarks/bench_end_to_end.py [--dir DIR] [--files 24] [--repeat 2]
 """
@@ -23,6 +25,7 @@ of the command and of each of its worker processes is sampled every 0.1 s.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -87,6 +90,9 @@ class PeakRSS:
 
 def run_once(run_dir: Path, out: Path, config: Path | None) -> tuple[float, dict]:
     shutil.rmtree(out, ignore_errors=True)
+    # the previous run's store (up to GBs of dirty pages) is written back before this one
+    # starts, not by the kernel's flusher threads on the same two cores while it runs
+    os.sync()
     target = str(config) if config else str(run_dir)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "ratag_xr", "run", target, "--out",
@@ -143,8 +149,8 @@ def main() -> None:
                   f"for {args.files}; marginal {marginal:.0f} MB/s (goal >= {GOALS[mode]:.0f}), "
                   f"{marginal / scan:.3f} x the numpy scan; peak RSS command "
                   f"{peaks[args.files].get('command', 0) / 2**20:.0f} MiB, workers "
-                  + (", ".join(f"{w / 2**20:.0f}" for w in workers) or "(threads)")
-                  + " MiB")
+                  + (", ".join(f"{w / 2**20:.0f}" for w in workers) + " MiB" if workers
+                     else "threads of the command"))
     finally:
         if args.dir is None:
             shutil.rmtree(base, ignore_errors=True)
