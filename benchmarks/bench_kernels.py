@@ -7,7 +7,9 @@ crossings, X-ray classification) runs with the set's t_s1 and time_drift; pass 2
 area) with the median S2 window of pass 1, as the pipeline does.  Both are timed warm
 (compiled before timing), best of ``--repeats``, and compared with ``numpy.sum`` of the
 same array (int16 summed into int64) in the same run.  numba gufuncs and numpy.sum are
-single-threaded, so wall-clock MB/s is the per-core figure.  ``--set KEY=VALUE`` runs the
+single-threaded, so wall-clock MB/s is the per-core figure.  Then both passes from two
+threads at once, the gufuncs called directly against the features' block callers (the
+interpreter lock held against released).  ``--set KEY=VALUE`` runs the
 kernels with a config value other than its default (e.g. the §15 options:
 ``--set prepare.s2_timing=clean --set xray.max_area_s1=1e5``).
 
@@ -17,6 +19,7 @@ kernels with a config value other than its default (e.g. the §15 options:
 from __future__ import annotations
 
 import argparse
+import threading
 
 import numpy as np
 import xarray as xr
@@ -24,6 +27,7 @@ import yaml
 from _timing import best_time
 
 from ratag_xr.config import Config
+from ratag_xr.driver import KernelRef, call_kernel
 from ratag_xr.features import arguments, select
 from ratag_xr.kernels import frame_pass1, frame_pass2
 from ratag_xr.simulate import SimConfig, simulate_file_frames
@@ -91,6 +95,37 @@ def main() -> None:
     print(f"  ratio (pass 1 + pass 2) / numpy.sum      {t_sum / both:6.2f}  "
           f"(goal >= {GOAL_RATIO})")
     print(f"  best of {args.repeats}, single thread, warm")
+
+    # From two threads at once, as the threads of one Dask worker run them: the gufunc
+    # called on one chunk holds the interpreter lock; the features' block callers
+    # (Feature.frames, what the driver calls) release it.
+    kernels = [(KernelRef(f.kernel, f.frames), a, [o.dtype for o in f.outputs])
+               for f, a in ((select(["s2_window_xray"])[0], args1),
+                            (select(["s2_area"])[0], args2))]
+
+    def chunk(via_block: bool) -> None:
+        for ref, a, dtypes in kernels:
+            if via_block:
+                call_kernel(ref, raw, a, dtypes)
+            else:
+                ref.kernel(raw, *a)
+
+    print("  two threads, each running passes 1 + 2 over the chunk "
+          "(aggregate MB/s, speed-up over one thread):")
+    for label, via_block in (("gufunc called directly", False),
+                             ("block caller (GIL released)", True)):
+        one = best_time(lambda v=via_block: chunk(v), args.repeats)
+        two = best_time(lambda v=via_block: _in_threads(lambda: chunk(v), 2), args.repeats)
+        print(f"    {label:28s} 1 thread {mb / one:6.0f} MB/s, 2 threads "
+              f"{2 * mb / two:6.0f} MB/s ({one * 2 / two:.2f}x)")
+
+
+def _in_threads(work, n: int) -> None:
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 if __name__ == "__main__":

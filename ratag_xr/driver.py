@@ -38,35 +38,67 @@ class KernelRef:
     reference, a worker imports the kernel's module once (loading numba's cache).
     """
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, frames=None):
         self.kernel = kernel
-        self.path = (getattr(kernel, "__module__", None), getattr(kernel, "__name__", None))
+        self.frames = frames  # the kernel over a block, the GIL released (Feature.frames)
+        self.path = _path(kernel)
 
     @classmethod
-    def wrap(cls, kernel):
-        """A KernelRef if ``kernel`` is importable as module.name, else the kernel itself.
+    def wrap(cls, kernel, frames=None):
+        """A KernelRef if ``kernel`` is importable as module.name, else the kernel itself
+        (``frames`` is kept where it is importable too).
 
         A kernel defined in ``__main__`` (a notebook, a script) is "importable" here but not
         on a worker, whose ``__main__`` is another program: it travels by value.
         """
-        module, name = getattr(kernel, "__module__", None), getattr(kernel, "__name__", None)
-        if module in ("__main__", "__mp_main__"):
+        if not _importable(kernel):
             return kernel
-        try:
-            found = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, TypeError, ValueError):
-            return kernel
-        return cls(kernel) if found is kernel else kernel
+        return cls(kernel, frames if frames is not None and _importable(frames) else None)
 
     def __reduce__(self):
-        return _import_kernel, self.path
+        return _import_kernel, (*self.path, None if self.frames is None else _path(self.frames))
 
     def __call__(self, *args, **kwargs):
         return self.kernel(*args, **kwargs)
 
 
-def _import_kernel(module: str, name: str) -> KernelRef:
-    return KernelRef(getattr(importlib.import_module(module), name))
+def _path(obj) -> tuple:
+    return getattr(obj, "__module__", None), getattr(obj, "__name__", None)
+
+
+def _importable(obj) -> bool:
+    module, name = _path(obj)
+    if module in ("__main__", "__mp_main__"):
+        return False
+    try:
+        return getattr(importlib.import_module(module), name) is obj
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def _import_kernel(module: str, name: str, frames: tuple | None = None) -> KernelRef:
+    kernel = getattr(importlib.import_module(module), name)
+    block = None if frames is None else getattr(importlib.import_module(frames[0]), frames[1])
+    return KernelRef(kernel, block)
+
+
+def call_kernel(kernel, raw: np.ndarray, inputs, dtypes) -> tuple:
+    """The outputs (a tuple, one array per output, shaped as ``raw`` without its last
+    dim) of a feature's kernel on a block of frames: through its GIL-free block caller
+    when it has one (``kernel.frames``; every input broadcast to one float64 per frame,
+    the outputs of ``dtypes`` allocated here), else by calling the gufunc."""
+    frames = getattr(kernel, "frames", None)
+    if frames is None or raw.ndim < 2:
+        results = kernel(raw, *inputs)
+        return results if isinstance(results, tuple) else (results,)
+    outer = raw.shape[:-1]
+    n = int(np.prod(outer))
+    outs = tuple(np.empty(n, dtype=d) for d in dtypes)
+    if n:
+        per_frame = [np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), outer))
+                     .reshape(n) for v in inputs]
+        frames(raw.reshape(n, raw.shape[-1]), *per_frame, *outs)
+    return tuple(o.reshape(outer) for o in outs)
 
 
 def code_scaling(waveform: xr.DataArray) -> tuple[float, float]:
@@ -268,9 +300,8 @@ def run_kernels(*args, channels: tuple, record: np.dtype) -> np.ndarray:
                                                strict=True):
         scale, offset = scaling if scaling is not None else (ch.scale, ch.offset)
         for kernel, names, vals in zip(ch.kernels, ch.outputs, values, strict=True):
-            results = kernel(raw, scale, offset, ch.t0, ch.dt, *vals)
-            if len(names) == 1:
-                results = (results,)
+            results = call_kernel(kernel, raw, (scale, offset, ch.t0, ch.dt, *vals),
+                                  [record[name] for name in names])
             for name, result in zip(names, results, strict=True):
                 out[name] = result
         if valid is not None:
@@ -376,7 +407,7 @@ def frame_records(source: xr.DataArray | xr.Dataset, args: Mapping,
                                                                  strict=True)})
             values.append(vals)
         channels.append(ChannelKernels(
-            kernels=tuple(KernelRef.wrap(f.kernel) for f in feats),
+            kernels=tuple(KernelRef.wrap(f.kernel, f.frames) for f in feats),
             outputs=tuple(f.output_names for f in feats),
             fill=tuple(o.fill_value for f in feats for o in f.outputs),
             scale=None if per_frame else scale, offset=None if per_frame else offset,

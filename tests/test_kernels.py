@@ -522,3 +522,62 @@ def test_window_edges_equal_to_a_sample_up_to_rounding(dtype):
         np.testing.assert_allclose(got, expected, rtol=1e-12)
         assert got == pytest.approx(reference_pass2(raw, 0.05, 0.0, t0, dt, p | {
             "s2_window_start": start, "s2_window_end": end}), rel=1e-12)
+
+
+# ---------------------------------------------------------------- GIL-free block callers
+
+
+def _block(frames: list, strided: bool) -> np.ndarray:
+    """Frames stacked as 2 sets x N frames; ``strided``: a view into wider rows (as a raw
+    file's records with pre-/post-charge samples are)."""
+    raw = np.stack(frames).reshape(2, len(frames) // 2, -1)
+    if not strided:
+        return raw
+    wide = np.zeros(raw.shape[:-1] + (raw.shape[-1] + 40,), dtype=raw.dtype)
+    wide[..., 25:25 + raw.shape[-1]] = raw
+    return wide[..., 25:25 + raw.shape[-1]]
+
+
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("dtype", ["int8", "int16", "float32", "float64"])
+def test_block_callers_give_the_gufuncs_outputs(dtype, strided):
+    """Each built-in feature's ``frames`` (its kernel over a block, the GIL released)
+    returns what its gufunc returns, bit for bit: per-frame scales, per-set inputs,
+    scalar inputs, contiguous and strided blocks, and a block of no frame."""
+    from ratag_xr.driver import KernelRef, call_kernel
+    from ratag_xr.features import FEATURES
+    from tests.test_alpha_kernel import alpha_frame
+
+    rng = np.random.default_rng(11)
+    pmt = [realistic_frame(rng, dtype, n=700, dt=0.04) for _ in range(8)]
+    _, _, offset, t0, dt, p = pmt[0]
+    scale = np.array([f[1] for f in pmt]).reshape(2, 4)  # one per frame (its file's)
+    per_set = {"t_s1": np.array([[p["t_s1"]], [p["t_s1"] + 0.3]]),
+               "s2_window_start": np.array([[p["s2_window_start"]], [p["s2_window_start"]
+                                                                      - 1.0]])}
+    alpha = [alpha_frame(rng, dtype, 3000) for _ in range(8)]
+    cases = {
+        "s2_window_xray": ([f[0] for f in pmt], [scale, offset, t0, dt, *(
+            per_set.get(k, p[k]) for k in PASS1_PARAMS)]),
+        "s2_area": ([f[0] for f in pmt], [scale, offset, t0, dt, *(
+            per_set.get(k, p[k]) for k in PASS2_PARAMS)]),
+        "alpha_energy": ([a[0] if isinstance(a, tuple) else a for a in alpha],
+                         [np.abs(scale) * 50, 0.5, -3.0, 2e-4, 300.0, 501.0, 1.058]),
+    }
+    for name, (frames, inputs) in cases.items():
+        feature = FEATURES[name]
+        assert feature.frames is not None, name
+        raw = _block(frames, strided)
+        ref = KernelRef(feature.kernel, feature.frames)
+        dtypes = [o.dtype for o in feature.outputs]
+        got = call_kernel(ref, raw, inputs, dtypes)
+        expected = feature.kernel(raw, *inputs)
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        assert len(got) == len(expected) == len(feature.outputs)
+        for o, g, e in zip(feature.outputs, got, expected, strict=True):
+            assert g.shape == (2, 4) and g.dtype == e.dtype, (name, o.name)
+            np.testing.assert_array_equal(g, e, err_msg=f"{name}.{o.name}")
+        assert np.isfinite(got[-1]).any() or name == "s2_window_xray"  # real values
+        empty = call_kernel(ref, raw[:, :0], [np.asarray(v)[..., :0] if np.ndim(v) else v
+                                              for v in inputs], dtypes)
+        assert all(e.shape == (2, 0) for e in empty)

@@ -19,6 +19,14 @@ signature ``(n),(),(),(),()[,()...]->()[,()...]``: ``raw`` one frame of codes al
 ``time``, ``scale`` mV per code (sign included), ``offset`` mV, ``t0`` and ``dt`` µs
 (sample ``i`` is at ``t0 + i*dt``), then the declared inputs in order, and one scalar
 output per declared output, filled in place.
+
+A gufunc called on a block of a few dozen frames holds the interpreter lock (numpy
+releases it only for outer loops of more than ~500 iterations), so the threads of one
+worker would run their kernels one at a time.  ``frames``, if declared, is the kernel over
+a block with the lock released: ``@njit(nogil=True, cache=True) def frames_x(*args):
+frame_x(*args)``, called with ``raw`` (frames, time), every other input as a float64
+array of one value per frame and the outputs as arrays (frames,); the same compiled
+kernel, so the same numbers (``tests/test_kernels.py``).
 """
 
 from __future__ import annotations
@@ -98,6 +106,9 @@ class Feature:
     version: int = 1
     channel: str = "pmt"
     doc: str = ""
+    #: optional: the kernel over a block of frames with the GIL released (see the module
+    #: doc); without it the driver calls the gufunc itself
+    frames: Any = None
 
     def __post_init__(self):
         object.__setattr__(self, "inputs", tuple(self.inputs))

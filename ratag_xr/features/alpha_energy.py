@@ -12,7 +12,7 @@ an alpha channel get NaN.
 """
 
 from ratag_xr.features import Feature, Output, register
-from ratag_xr.kernels.alpha import MAX_SAVGOL_WINDOW, frame_alpha_energy
+from ratag_xr.kernels.alpha import MAX_SAVGOL_WINDOW, frame_alpha_energy, frames_alpha_energy
 from ratag_xr.params import Param, at_least, at_most, declare_data_check, odd, positive
 
 SAVGOL_WINDOW = Param("alpha.savgol_window", 501, int, "samples",
@@ -35,6 +35,7 @@ declare_data_check("alpha record length", _window_fits_the_record)
 FEATURE = register(Feature(
     name="alpha_energy",
     kernel=frame_alpha_energy,
+    frames=frames_alpha_energy,
     inputs=(
         Param("alpha.alpha_threshold_bs", 300.0, float, "mV",
               "alpha baseline: mean of the samples below this (the median of the first 200 "

@@ -6,12 +6,13 @@ pass.
 
 from ratag_xr.features import Feature, Output, SetInput, register
 from ratag_xr.features.common import MA_WINDOW, N_PEDESTAL
-from ratag_xr.kernels.pass2 import frame_pass2
+from ratag_xr.kernels.pass2 import frame_pass2, frames_pass2
 from ratag_xr.params import Param, nonneg
 
 FEATURE = register(Feature(
     name="s2_area",
     kernel=frame_pass2,
+    frames=frames_pass2,
     inputs=(
         N_PEDESTAL,
         MA_WINDOW,

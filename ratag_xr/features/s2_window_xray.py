@@ -10,7 +10,7 @@ import numpy as np
 
 from ratag_xr.features import Feature, Output, SetInput, register
 from ratag_xr.features.common import MA_WINDOW, N_PEDESTAL
-from ratag_xr.kernels.pass1 import S2_TIMINGS, frame_pass1
+from ratag_xr.kernels.pass1 import S2_TIMINGS, frame_pass1, frames_pass1
 from ratag_xr.params import Param, choice_code, none_is_inf, nonneg, one_of, positive
 from ratag_xr.vocabulary import XrayOutcome
 
@@ -28,6 +28,7 @@ S2_MAX_GAP = Param("prepare.s2_max_gap", 1.0, float, US,
 FEATURE = register(Feature(
     name="s2_window_xray",
     kernel=frame_pass1,
+    frames=frames_pass1,
     inputs=(
         N_PEDESTAL,
         MA_WINDOW,

@@ -1,8 +1,10 @@
 """Per-frame numba kernels (numpy and numba only; no xarray, no I/O).
 
 Each kernel is a ``guvectorize`` gufunc over one frame of raw codes (core dimension
-``time``), with its outputs last and filled in place.  ``ratag_xr.features`` declares
-them; ``ratag_xr.driver`` maps them over a lazy (set, frame, time) waveform array.
+``time``), with its outputs last and filled in place, and a ``frames_*`` caller of it
+that runs a block of frames with the interpreter lock released (``Feature.frames``).
+``ratag_xr.features`` declares them; ``ratag_xr.driver`` maps them over a lazy (set,
+frame, time) waveform array.
 
 Modules: ``pass1`` and ``pass2`` (the PMT kernels), ``alpha`` (the alpha-energy kernel),
 ``conditioning`` (pedestal, windows, moving-average scans and sums), ``numeric``

@@ -470,3 +470,12 @@ def frame_alpha_energy(raw, scale, offset, t0, dt, alpha_threshold_bs, savgol_wi
         baseline = median_baseline(frame, scale, offset)
     peak = hi * scale + offset if scale > 0 else lo * scale + offset  # mV
     alpha_energy_sca[0] = (peak - baseline) / 1000.0 / sca_factor
+
+
+@njit(nogil=True, cache=True)
+def frames_alpha_energy(*args):
+    """:func:`frame_alpha_energy` over a block of frames with the GIL released (a gufunc called on
+    fewer than ~500 frames holds it: numpy releases it only for longer outer loops).
+    ``raw`` (frames, time), then every input as a float64 array with one value per
+    frame, then one output array per output (frames,), filled in place."""
+    frame_alpha_energy(*args)

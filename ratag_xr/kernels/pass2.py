@@ -9,7 +9,7 @@ integer sum of codes instead of a rounded mV value carried over from pass 1.
 from __future__ import annotations
 
 import numpy as np
-from numba import guvectorize
+from numba import guvectorize, njit
 
 from ratag_xr.kernels.conditioning import (
     clipped_trapezoid,
@@ -58,3 +58,12 @@ def frame_pass2(raw, scale, offset, t0, dt, n_pedestal, ma_window, bs_threshold,
     clip_w = bs_threshold * w / abs(scale)
     area = clipped_trapezoid(frame, a, b, a, b, hl, hr, sgn, ped, clip_w)
     s2_area[0] = area * scale / w * dt + 0.0  # + 0.0: no negative zero
+
+
+@njit(nogil=True, cache=True)
+def frames_pass2(*args):
+    """:func:`frame_pass2` over a block of frames with the GIL released (a gufunc called on
+    fewer than ~500 frames holds it: numpy releases it only for longer outer loops).
+    ``raw`` (frames, time), then every input as a float64 array with one value per
+    frame, then one output array per output (frames,), filled in place."""
+    frame_pass2(*args)

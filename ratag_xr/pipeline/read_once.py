@@ -110,7 +110,7 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
     by_channel = {}
     for channel in ("pmt", "alpha"):
         feats = [f for f in features if f.channel == channel]
-        by_channel[channel] = (tuple(KernelRef.wrap(f.kernel) for f in feats),
+        by_channel[channel] = (tuple(KernelRef.wrap(f.kernel, f.frames) for f in feats),
                                tuple(f.output_names for f in feats),
                                tuple(o.fill_value for f in feats for o in f.outputs), feats)
     futures = {}
