@@ -30,6 +30,19 @@ def client():
     cluster.close()
 
 
+def analysed_run(root: Path, client, sim, stages):
+    """``sim`` (a SimConfig) simulated under ``root`` and ``stages`` of it run (ingest
+    first) into ``root/out`` on ``client``: the opened analysis."""
+    from ratag_xr.pipeline import run_pipeline
+    from ratag_xr.pipeline.context import open_analysis
+    from ratag_xr.simulate import simulate_run
+
+    run_dir = simulate_run(root / "raw", sim, progress=False)
+    out = root / "out"
+    run_pipeline(run_dir, out=out, client=client, progress=False, stages=("ingest", *stages))
+    return open_analysis(run_dir, out=out)
+
+
 def write_random_set(folder: Path, name_fmt: str, n_files: int, n_frames: int, n_samples: int,
                      *, seed: int, dtype="int16", x_spacing=2e-10, x_start=-3e-8,
                      y_scale=1e-4, y_offset=0.0) -> list[np.ndarray]:

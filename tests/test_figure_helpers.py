@@ -12,12 +12,11 @@ import psutil
 import pytest
 
 from ratag_xr.errors import RatagError, StoreError
-from ratag_xr.pipeline import run_pipeline
-from ratag_xr.pipeline.context import open_analysis
 from ratag_xr.plots.figures import FIGURES, job_fields
 from ratag_xr.plots.helpers import FigureHelpers
-from ratag_xr.simulate import SimConfig, simulate_run
+from ratag_xr.simulate import SimConfig
 from ratag_xr.stages.plots import ANALYSIS, FigureRound, figure_job, render
+from tests.conftest import analysed_run
 
 RUN = SimConfig(sets=((100, 1600), (200, 1700)), files_per_set=2, frames_per_file=30,
                 sampling_rate_gs=1.0, record_start_us=-4.0, record_end_us=25.0,
@@ -26,12 +25,7 @@ RUN = SimConfig(sets=((100, 1600), (200, 1700)), files_per_set=2, frames_per_fil
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, client):
-    root = tmp_path_factory.mktemp("helpers")
-    run_dir = simulate_run(root / "raw", RUN, progress=False)
-    out = root / "out"
-    run_pipeline(run_dir, out=out, client=client, progress=False,
-                 stages=("ingest", *ANALYSIS))
-    return open_analysis(run_dir, out=out)
+    return analysed_run(tmp_path_factory.mktemp("helpers"), client, RUN, ANALYSIS)
 
 
 def _job(run, folder):

@@ -16,11 +16,11 @@ from distributed import get_task_stream
 from ratag_xr.config import Config
 from ratag_xr.driver import compute_features, frame_records
 from ratag_xr.features import arguments, select
-from ratag_xr.pipeline import load_results, run_pipeline
-from ratag_xr.pipeline.context import open_analysis
+from ratag_xr.pipeline import load_results
 from ratag_xr.pipeline.frames import analysis_nodes, compute_pass, map_features
-from ratag_xr.simulate import SimConfig, simulate_run
+from ratag_xr.simulate import SimConfig
 from ratag_xr.stages.plots import ANALYSIS, figure_job, render
+from tests.conftest import analysed_run
 
 RUN = SimConfig(sets=((100, 1600), (200, 1700)), files_per_set=3, frames_per_file=30,
                 sampling_rate_gs=1.0, record_start_us=-4.0, record_end_us=25.0,
@@ -30,12 +30,8 @@ CONFIG = Config()
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, client):
-    root = tmp_path_factory.mktemp("graphs")
-    run_dir = simulate_run(root / "raw", RUN, progress=False)
-    out = root / "out"
-    run_pipeline(run_dir, out=out, client=client, progress=False,
-                 stages=("ingest", "prepare", "integrate", "classify", "calibrate"))
-    return open_analysis(run_dir, out=out)
+    return analysed_run(tmp_path_factory.mktemp("graphs"), client, RUN,
+                        ("prepare", "integrate", "classify", "calibrate"))
 
 
 def _windows(run) -> xr.Dataset:

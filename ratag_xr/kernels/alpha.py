@@ -474,8 +474,5 @@ def frame_alpha_energy(raw, scale, offset, t0, dt, alpha_threshold_bs, savgol_wi
 
 @njit(nogil=True, cache=True)
 def frames_alpha_energy(*args):
-    """:func:`frame_alpha_energy` over a block of frames with the GIL released (a gufunc called on
-    fewer than ~500 frames holds it: numpy releases it only for longer outer loops).
-    ``raw`` (frames, time), then every input as a float64 array with one value per
-    frame, then one output array per output (frames,), filled in place."""
+    """:func:`frame_alpha_energy` over a block of frames, the GIL released (``Feature.frames``)."""
     frame_alpha_energy(*args)

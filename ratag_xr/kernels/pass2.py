@@ -62,8 +62,5 @@ def frame_pass2(raw, scale, offset, t0, dt, n_pedestal, ma_window, bs_threshold,
 
 @njit(nogil=True, cache=True)
 def frames_pass2(*args):
-    """:func:`frame_pass2` over a block of frames with the GIL released (a gufunc called on
-    fewer than ~500 frames holds it: numpy releases it only for longer outer loops).
-    ``raw`` (frames, time), then every input as a float64 array with one value per
-    frame, then one output array per output (frames,), filled in place."""
+    """:func:`frame_pass2` over a block of frames, the GIL released (``Feature.frames``)."""
     frame_pass2(*args)

@@ -18,6 +18,7 @@ import zarr
 
 from ratag_xr.physics.transport import drift_field, el_field
 from ratag_xr.store.layout import AxisKey
+from ratag_xr.store.memory import encoded_group, write_files
 
 _COORD_CHUNK = 65536  # frames per chunk of the small per-frame coordinate arrays
 _NAT = np.iinfo(np.int64).min
@@ -122,20 +123,14 @@ def create_node(store: Path, node: str, key: AxisKey | None, alpha_key: AxisKey 
     # Encoded in memory (the waveforms are not written: no chunk until a file fills it),
     # written as files beside the store and renamed into place: a node appears whole, and
     # without a file operation per key through zarr's I/O threads.
-    buffers: dict = {}
-    memory = zarr.storage.MemoryStore(buffers)
-    ds.to_zarr(memory, mode="w-", compute=False, zarr_format=3, consolidated=False,
-               encoding=encoding)
-    zarr.open_group(store=memory, mode="r+").attrs["complete"] = True
+    files = encoded_group(ds, attrs={"complete": True}, mode="w-", compute=False,
+                          encoding=encoding)
     final = Path(store) / node
     for stale in final.parent.parent.glob(f".{final.parent.name}.{node}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)  # an earlier creation, interrupted
     tmp = final.parent.parent / f".{final.parent.name}.{node}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        for key, buf in buffers.items():
-            path = tmp / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(buf.to_bytes())
+        write_files(tmp, files)
         tmp.rename(final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
