@@ -32,6 +32,7 @@ from ratag_xr.pipeline.context import Run, manifest_hash, versions
 from ratag_xr.pipeline.frames import analysis_nodes, monitor_order, set_order
 from ratag_xr.pipeline.results import (
     load_stage,
+    open_stage,
     save_stage,
     stored_files,
     stored_lineage,
@@ -192,13 +193,26 @@ class StageContext:
 
     def load(self, stage: str, part: str):
         """A part (sets, frames, run) of a stage this one reads (None if not stored)."""
-        if stage not in self.stage.upstream:
-            raise RatagError(f"stage {self.stage.name!r} loads results of {stage!r} without "
-                             "declaring it (add 'stage:{stage}' to its reads)")
+        self._check_reads(stage)
         given = self._inputs.get(stage, {})
         if part in given:
             return given[part]
         return load_stage(self.run.results, stage, part)
+
+    def open(self, stage: str, part: str):
+        """A part of a stage this one reads, opened lazily (Dask arrays of its stored
+        blocks: :mod:`ratag_xr.pipeline.partials` reduces them block by block), or the
+        dataset given directly; None if not stored."""
+        self._check_reads(stage)
+        given = self._inputs.get(stage, {})
+        if part in given:
+            return given[part]
+        return open_stage(self.run.results, stage, part)
+
+    def _check_reads(self, stage: str) -> None:
+        if stage not in self.stage.upstream:
+            raise RatagError(f"stage {self.stage.name!r} loads results of {stage!r} without "
+                             "declaring it (add 'stage:{stage}' to its reads)")
 
     def upstream_lineages(self) -> dict:
         return {name: self._lineages[name] for name in self.stage.upstream}

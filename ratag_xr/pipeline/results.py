@@ -23,6 +23,10 @@ from ratag_xr.store.memory import encoded_group, write_files
 
 PARTS = ("sets", "frames", "run")
 
+#: Frames per stored block of a frames part: the stages after ``frames`` reduce it block
+#: by block (:mod:`ratag_xr.pipeline.partials`).
+FRAME_BLOCK = 131072
+
 
 def open_results(results: Path) -> zarr.Group:
     """The results store, created and marked as ratag_xr's if absent; an existing folder
@@ -77,7 +81,7 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
                 continue
             ds = _encodable(ds)
             if not ds.chunks:  # in memory: encoded in memory, then written as files
-                encoded[part] = encoded_group(ds, mode="w")
+                encoded[part] = encoded_group(ds, mode="w", encoding=frame_blocks(ds))
                 write_files(results / tmp_name / part, encoded[part])
                 continue
             delayed = ds.to_zarr(str(results), group=f"{tmp_name}/{part}", mode="w",
@@ -97,6 +101,17 @@ def save_stage(results: Path, stage: str, lineage: dict, *, client=None,
         shutil.rmtree(results / tmp_name, ignore_errors=True)
     for part, files in encoded.items():  # read back from the bytes just written
         _remember(results, stage, part, files)
+
+
+def frame_blocks(ds: xr.Dataset) -> dict:
+    """Zarr encodings storing every (…, frame) variable of ``ds`` in blocks of
+    :data:`FRAME_BLOCK` frames (whole along its other dims)."""
+    out = {}
+    for name, var in ds.variables.items():
+        if "frame" in var.dims:
+            out[name] = {"chunks": tuple(max(1, min(FRAME_BLOCK, n)) if d == "frame" else n
+                                         for d, n in zip(var.dims, var.shape, strict=True))}
+    return out
 
 
 def _encodable(ds: xr.Dataset) -> xr.Dataset:
@@ -147,6 +162,20 @@ def load_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
     ds = plain_strings(ds.load())
     _store_loaded(key, identity, ds)
     return ds.copy(deep=True)
+
+
+def open_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
+    """One stored part of a stage opened lazily: Dask arrays of its stored blocks (a frames
+    part: :data:`FRAME_BLOCK` frames each), its coordinates too but the dims'; None if
+    not stored.  A part of at most one block is :func:`load_stage`'s, in memory (a Dask
+    graph of one block costs more than it saves)."""
+    path = Path(results) / stage / part
+    if not (path / "zarr.json").exists():
+        return None
+    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks={})
+    if ds.sizes.get("frame", 0) <= FRAME_BLOCK:
+        return load_stage(results, stage, part)
+    return plain_strings(ds)
 
 
 def _part_identity(results: Path, stage: str, part: str) -> tuple[str, tuple]:

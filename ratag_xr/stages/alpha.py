@@ -33,6 +33,7 @@ from ratag_xr.physics.alpha import (
     peak_table,
 )
 from ratag_xr.pipeline.frames import compute_pass, monitor_nodes, monitor_order
+from ratag_xr.pipeline.partials import combined_histogram, reduce_blocks
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import describe
 
@@ -175,21 +176,24 @@ def _energies(ds: xr.Dataset) -> np.ndarray:
 
 
 def spectrum_part(frames: xr.Dataset, monitors: xr.Dataset | None, cfg) -> xr.Dataset:
-    """The run's spectrum (PMT sets' frames and monitor frames) and the monitors' share."""
+    """The run's spectrum (PMT sets' frames and monitor frames) and the monitors' share;
+    ``frames`` may be lazy (the PMT sets' spectrum: the sum of per-block histograms)."""
     nbins, rng = cfg.nbins, tuple(cfg.energy_range)
-    pmt = _energies(frames)
+    energy, valid = frames.alpha_energy_sca, frames.valid
+    pmt = combined_histogram(energy, valid, (*rng, nbins))
+    n_pmt = reduce_blocks((valid & np.isfinite(energy)).sum().data)[0]
     names = [] if monitors is None else [str(n) for n in monitors.set.values]
     per_monitor = [_energies(monitors.sel(set=[n])) for n in names]
-    counts, edges = alpha_spectrum(np.concatenate([pmt, *per_monitor]), nbins, rng)
     mon = np.array([alpha_spectrum(e, nbins, rng)[0] for e in per_monitor],
                    dtype=np.int64).reshape(len(names), nbins)
+    edges = alpha_spectrum(np.empty(0), nbins, rng)[1]
     return xr.Dataset({
-        "alpha_spectrum": ("alpha_bin", np.asarray(counts, dtype=np.int64)),
+        "alpha_spectrum": ("alpha_bin", pmt + mon.sum(axis=0)),
         "alpha_spectrum_edges": ("alpha_bin_edge", np.asarray(edges, dtype=float)),
         "alpha_monitor_spectrum": (("monitor", "alpha_bin"), mon),
         "alpha_monitor_n_frames": ("monitor", np.array([e.size for e in per_monitor],
                                                        dtype=np.int64)),
-        "alpha_n_frames": int(pmt.size)},
+        "alpha_n_frames": int(n_pmt)},
         coords={"monitor": np.array(names, dtype=object)})
 
 
@@ -240,7 +244,7 @@ def calibration_part(counts, edges, peaks, cfg) -> xr.Dataset:
 
 def compute(ctx) -> StageResult:
     cfg = ctx.config.alpha
-    frames = ctx.load("frames", "frames")
+    frames = ctx.open("frames", "frames")
     spectrum = spectrum_part(frames, monitor_energies(ctx), cfg)
     run = xr.merge([spectrum, calibration_part(spectrum.alpha_spectrum.values,
                                                spectrum.alpha_spectrum_edges.values,

@@ -32,6 +32,7 @@ from ratag_xr.physics.alpha import Q_VALUES_KEV, recoil_energy_kev
 from ratag_xr.physics.calibration import recombination, xray_calibration
 from ratag_xr.physics.diffusion import fit_diffusion, sigma2_error_from_n
 from ratag_xr.physics.fit import fit_gaussian_hist
+from ratag_xr.pipeline.partials import combined_histogram
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import GAIN_OWN, describe
 
@@ -197,11 +198,11 @@ declare_check("calibrate bins", _check_bins)
 
 
 def combined_xray_fit(frames: xr.Dataset, cfg):
-    """Histogram of every accepted X-ray area of every set, and its fit; returns the
+    """Histogram of every accepted X-ray area of every set (``frames`` may be lazy: the sum
+    of per-block histograms), and its fit; returns the
     run-level dataset part and the :class:`~ratag_xr.physics.fit.GaussFit`."""
     lo, hi = cfg.xray_bin_cuts
-    areas = frames.xray_area.where(frames.valid).values
-    counts = np.histogram(areas.ravel(), bins=cfg.xray_nbins, range=(lo, hi))[0]
+    counts = combined_histogram(frames.xray_area, frames.valid, (lo, hi, cfg.xray_nbins))
     edges = np.linspace(lo, hi, cfg.xray_nbins + 1)
     fit = fit_gaussian_hist(counts, edges, exclude_index=cfg.xray_exclude_index)
     ds = xr.Dataset({
@@ -272,7 +273,7 @@ def calibrate(ion: xr.Dataset, prep: xr.Dataset, frames: xr.Dataset, run_cfg, cf
 
 def compute(ctx) -> StageResult:
     run_ds, sets = calibrate(ctx.load("integrate", "sets"), ctx.load("prepare", "sets"),
-                             ctx.load("frames", "frames"), ctx.config.run,
+                             ctx.open("frames", "frames"), ctx.config.run,
                              ctx.config.calibrate, gain_source(ctx.config.calibrate.g_s2),
                              ctx.config.alpha.target_isotope)
     run_ds.attrs["run_id"] = sets.attrs["run_id"] = ctx.run_id

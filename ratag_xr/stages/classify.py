@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ratag_xr.pipeline.partials import reduce_blocks
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import XrayOutcome, describe
 
@@ -17,19 +18,20 @@ COUNTS = ("n_xray_events", "n_xray_rejected", *(o.count_name for o in XrayOutcom
 
 
 def xray_counts(frames: xr.Dataset) -> xr.Dataset:
-    """Outcome counts per set from per-frame ``xray_code`` (valid frames only)."""
+    """Outcome counts per set from per-frame ``xray_code`` (valid frames only; ``frames``
+    may be lazy: the counts are sums of per-block counts)."""
     valid = frames.valid
     ds = xr.Dataset({o.count_name: ((frames.xray_code == int(o)) & valid).sum("frame")
                      for o in XrayOutcome})
     ds["n_xray_events"] = valid.sum("frame")
     ds["n_xray_rejected"] = ds.n_xray_events - ds[XrayOutcome.ACCEPTED.count_name]
-    ds = ds.map(lambda v: v.astype(np.int64))
+    ds = reduce_blocks(ds.map(lambda v: v.astype(np.int64)))[0]
     ds = ds.drop_vars([c for c in ds.coords if c != "set"])
     return describe(ds, list(COUNTS))
 
 
 def compute(ctx) -> StageResult:
-    sets = xray_counts(ctx.load("frames", "frames"))
+    sets = xray_counts(ctx.open("frames", "frames"))
     sets.attrs.update(run_id=ctx.run_id)
     return StageResult(sets=sets)
 

@@ -34,6 +34,7 @@ from ratag_xr.physics.crystal_ball import (
     fit_s2_two_stage,
 )
 from ratag_xr.physics.fit import fit_gaussian_hist, robust_range_hist
+from ratag_xr.pipeline.partials import reduce_blocks, set_histograms, set_maxima
 from ratag_xr.stages import Stage, StageResult, register
 from ratag_xr.vocabulary import describe
 
@@ -122,26 +123,21 @@ declare_check("integrate.per_set", _check_per_set)
 declare_data_check("integrate.per_set names", _check_per_set_names)
 
 
-def _by_set(da: xr.DataArray) -> dict[str, np.ndarray]:
-    """Each set's values of ``da`` (dims set, ...), by set name: one conversion to numpy
-    instead of a labeled selection per set and use."""
-    values = da.transpose("set", ...).values
-    return {str(name): values[i] for i, name in enumerate(da["set"].values)}
-
-
-def _ranges(areas: dict[str, np.ndarray], names, cfg) -> dict[str, tuple[float, float, int]]:
-    """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram
-    (``areas``: per set name, its values)."""
+def _ranges(areas: xr.DataArray, valid: xr.DataArray, names, cfg
+            ) -> dict[str, tuple[float, float, int]]:
+    """Histogram (low, high, nbins) per set; automatic ranges from a fine histogram over
+    [0, the set's largest area] (both reduced from per-block partial results)."""
     specs = {name: histogram_spec(cfg, name) for name in names}
     out = {n: (*specs[n]["bin_cuts"], int(specs[n]["nbins"])) for n in names}
-    for n in names:
-        if not specs[n]["auto_range"]:
-            continue
-        values = areas[n]
-        hi = float(np.nanmax(values)) if np.isfinite(values).any() else np.nan
-        hi = hi if np.isfinite(hi) and hi > 0 else 1.0
-        counts, edges = np.histogram(values, bins=_AUTO_BINS, range=(0.0, hi))
-        rng = robust_range_hist(counts, edges)
+    auto = [n for n in names if specs[n]["auto_range"]]
+    if not auto:
+        return out
+    areas, valid = areas.sel(set=auto), valid.sel(set=auto)
+    highs = [float(h) if np.isfinite(h) and h > 0 else 1.0
+             for h in set_maxima(areas, valid)]
+    fine = set_histograms(areas, valid, [(0.0, hi, _AUTO_BINS) for hi in highs])
+    for n, hi, counts in zip(auto, highs, fine, strict=True):
+        rng = robust_range_hist(counts, np.linspace(0.0, hi, _AUTO_BINS + 1))
         if rng is not None and rng[1] > rng[0]:
             out[n] = (float(rng[0]), float(rng[1]), int(specs[n]["nbins"]))
     return out
@@ -201,22 +197,23 @@ def fit_areas(counts, edges, cfg) -> dict:
 
 
 def fit_table(areas: xr.DataArray, valid: xr.DataArray, names, cfg) -> xr.Dataset:
-    """§6 / §15 per set: histogram and binned likelihood fit of the areas."""
-    areas, valid = _by_set(areas), _by_set(valid)
-    ranges = _ranges(areas, names, cfg)
-    max_bins = max(r[2] for r in ranges.values())
-    hist = np.zeros((len(names), max_bins), dtype=np.int64)
-    edges = np.full((len(names), max_bins + 1), np.nan)
+    """§6 / §15 per set of ``names``: histogram of the valid frames' areas and binned
+    likelihood fit.  ``areas`` and ``valid`` (set, frame) may be lazy (a stored frames
+    part): the histograms and counts are reduced from per-block partial results."""
+    areas, valid = areas.sel(set=list(names)), valid.sel(set=list(names)).astype(bool)
+    ranges = _ranges(areas, valid, names, cfg)
+    hist, n_frames, n_nan = reduce_blocks(
+        set_histograms(areas, valid, [ranges[n] for n in names], lazy=True),
+        valid.sum("frame").data, (valid & np.isnan(areas)).sum("frame").data)
+    edges = np.full((len(names), hist.shape[1] + 1), np.nan)
     rows: dict[str, list] = {k: [] for k in (*FIT, *CRYSTAL_BALL)}
     for i, n in enumerate(names):
         lo, hi, nb = ranges[n]
-        counts, _ = np.histogram(areas[n], bins=nb, range=(lo, hi))
-        hist[i, :nb] = counts
         edges[i, : nb + 1] = np.linspace(lo, hi, nb + 1)
-        for key, value in fit_areas(counts, edges[i, : nb + 1], cfg).items():
+        for key, value in fit_areas(hist[i, :nb], edges[i, : nb + 1], cfg).items():
             rows[key].append(value)
-        rows["n_frames"].append(int(valid[n].sum()))
-        rows["n_area_nan"].append(int((valid[n] & np.isnan(areas[n])).sum()))
+    rows["n_frames"] = np.asarray(n_frames, dtype=np.int64)
+    rows["n_area_nan"] = np.asarray(n_nan, dtype=np.int64)
     ds = xr.Dataset({k: ("set", np.asarray(v)) for k, v in rows.items()},
                     coords={"set": list(names)})
     ds["s2_area_hist"] = (("set", "bin"), hist)
@@ -225,7 +222,7 @@ def fit_table(areas: xr.DataArray, valid: xr.DataArray, names, cfg) -> xr.Datase
 
 
 def compute(ctx) -> StageResult:
-    frames = ctx.load("frames", "frames")
+    frames = ctx.open("frames", "frames")
     sets = fit_table(frames.s2_area, frames.valid, [str(n) for n in frames.set.values],
                      ctx.config.integrate)
     sets.attrs.update(run_id=ctx.run_id)
@@ -234,7 +231,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="integrate",
-    version=5,
+    version=6,
     reads=("stage:frames", "config:run.run_id"),
     params=PARAMS,
     provides={"sets": (*FIT, *CRYSTAL_BALL, *HIST)},
