@@ -145,3 +145,36 @@ def test_stages_reduce_the_stored_blocks_to_numpys_statistics(small_blocks):
     np.testing.assert_array_equal(
         run.xray_hist.values,
         np.histogram(xray[np.isfinite(xray)], bins=edges.size - 1, range=(edges[0], edges[-1]))[0])
+
+
+def test_alpha_spectrum_and_xray_counts_are_the_same_lazy_or_in_memory():
+    from ratag_xr.stages.alpha import spectrum_part
+    from ratag_xr.stages.classify import xray_counts
+    from ratag_xr.vocabulary import XrayOutcome
+
+    rng = np.random.default_rng(4)
+    shape = (2, 500)
+    energy = rng.uniform(0.0, 10.0, shape)
+    energy[rng.random(shape) < 0.2] = np.nan
+    codes = rng.choice([int(o) for o in XrayOutcome], size=shape)
+    valid = rng.random(shape) < 0.9
+
+    def frames(chunk):
+        wrap = (lambda a: a) if chunk is None else (lambda a: da.from_array(a, chunks=(2, chunk)))
+        ds = xr.Dataset({"alpha_energy_sca": (("set", "frame"), wrap(energy)),
+                         "xray_code": (("set", "frame"), wrap(codes))},
+                        coords={"set": ["a", "b"]})
+        return ds.assign_coords(valid=(("set", "frame"), wrap(valid)))
+
+    cfg = Config().alpha
+    eager, lazy = spectrum_part(frames(None), None, cfg), spectrum_part(frames(37), None, cfg)
+    xr.testing.assert_identical(lazy, eager)
+    assert int(eager.alpha_n_frames) == int((valid & np.isfinite(energy)).sum())
+    kept = energy[valid]
+    edges = eager.alpha_spectrum_edges.values
+    np.testing.assert_array_equal(eager.alpha_spectrum.values, np.histogram(
+        kept[np.isfinite(kept)], bins=edges.size - 1, range=(edges[0], edges[-1]))[0])
+    counted = xray_counts(frames(37))
+    xr.testing.assert_identical(counted, xray_counts(frames(None)))
+    for o in XrayOutcome:
+        assert int(counted[o.count_name].sel(set="b")) == int(((codes[1] == o) & valid[1]).sum())
