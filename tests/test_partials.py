@@ -93,19 +93,37 @@ RUN = SimConfig(sets=((100, 1600), (200, 1700)), files_per_set=2, frames_per_fil
                 xray_fraction=0.3, seed=8)
 
 
+STAGES = ("ingest", "prepare", "frames", "integrate", "classify", "calibrate")
+AUTO = {"integrate.auto_range": True}
+
+
 @pytest.fixture(scope="module")
-def small_blocks(tmp_path_factory, client):
-    """A run analysed with frames parts stored in blocks of 16 frames (80 per set)."""
+def analysed(tmp_path_factory, client):
+    """A run analysed twice: with frames parts stored in blocks of 16 frames (80 per set,
+    so every statistic is reduced from lazy blocks) and as stored by default (one block:
+    in memory); returns both results stores."""
     root = tmp_path_factory.mktemp("partials")
     run_dir = simulate_run(root / "raw", RUN, progress=False)
-    out = root / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(results_module, "FRAME_BLOCK", 16)
-        run_pipeline(run_dir, out=out, client=client, progress=False,
-                     config=Config().replace({"integrate.auto_range": True}),
-                     stages=("ingest", "prepare", "frames", "integrate", "classify",
-                             "calibrate"))
-    return out / "results.zarr"
+        run_pipeline(run_dir, out=root / "blocks", client=client, progress=False,
+                     config=Config().replace(AUTO), stages=STAGES)
+    run_pipeline(run_dir, out=root / "whole", client=client, progress=False,
+                 config=Config().replace(AUTO), stages=STAGES)
+    return root / "blocks" / "results.zarr", root / "whole" / "results.zarr"
+
+
+@pytest.fixture(scope="module")
+def small_blocks(analysed):
+    return analysed[0]
+
+
+def test_lazy_blocks_give_the_results_of_the_part_in_memory(analysed):
+    blocks, whole = analysed
+    for stage, part in (("integrate", "sets"), ("classify", "sets"), ("calibrate", "run"),
+                        ("calibrate", "sets")):
+        xr.testing.assert_identical(load_stage(blocks, stage, part),
+                                    load_stage(whole, stage, part))
 
 
 def test_stored_frames_part_is_in_blocks_and_opens_lazily(small_blocks, monkeypatch):
