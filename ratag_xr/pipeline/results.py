@@ -172,10 +172,24 @@ def open_stage(results: Path, stage: str, part: str) -> xr.Dataset | None:
     path = Path(results) / stage / part
     if not (path / "zarr.json").exists():
         return None
-    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks={})
-    if ds.sizes.get("frame", 0) <= FRAME_BLOCK:
+    if _frames_in(path) <= FRAME_BLOCK:
         return load_stage(results, stage, part)
+    ds = xr.open_zarr(str(results), group=f"{stage}/{part}", consolidated=False, chunks={})
     return plain_strings(ds)
+
+
+def _frames_in(path: Path) -> int:
+    """The length of the ``frame`` dim of a stored part (0 without one), from its arrays'
+    metadata (no dataset opened)."""
+    for child in sorted(path.iterdir()):
+        meta = child / "zarr.json"
+        if not meta.is_file():
+            continue
+        array = json.loads(meta.read_bytes())
+        names = array.get("dimension_names") or []
+        if "frame" in names:
+            return int(array["shape"][names.index("frame")])
+    return 0
 
 
 def _part_identity(results: Path, stage: str, part: str) -> tuple[str, tuple]:
