@@ -23,6 +23,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -37,11 +38,12 @@ def _write(folder: Path, n_sets: int, n_frames: int) -> Path:
     path = folder / "frames.zarr"
     coords = {"set": [f"set{i}" for i in range(n_sets)]}
     ds = xr.Dataset(coords=coords)
-    ds["s2_area"] = (("set", "frame"), np.empty((n_sets, n_frames)), {"units": "mV·µs"})
-    ds = ds.assign_coords(valid=(("set", "frame"), np.empty((n_sets, n_frames), bool)))
-    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False, compute=True,
-               encoding=frame_blocks(ds))
-    step = 1 << 20
+    shape, chunks = (n_sets, n_frames), (n_sets, FRAME_BLOCK)
+    ds["s2_area"] = (("set", "frame"), da.empty(shape, chunks=chunks), {"units": "mV·µs"})
+    ds = ds.assign_coords(valid=(("set", "frame"), da.empty(shape, dtype=bool, chunks=chunks)))
+    ds.to_zarr(path, mode="w", zarr_format=3, consolidated=False, compute=False,
+               encoding=frame_blocks(ds))  # the arrays' metadata only
+    step = 8 * FRAME_BLOCK
     for start in range(0, n_frames, step):  # written in slabs: never all in memory
         stop = min(n_frames, start + step)
         part = xr.Dataset(coords=coords)

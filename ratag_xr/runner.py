@@ -212,7 +212,7 @@ class StageContext:
     def _check_reads(self, stage: str) -> None:
         if stage not in self.stage.upstream:
             raise RatagError(f"stage {self.stage.name!r} loads results of {stage!r} without "
-                             "declaring it (add 'stage:{stage}' to its reads)")
+                             f"declaring it (add 'stage:{stage}' to its reads)")
 
     def upstream_lineages(self) -> dict:
         return {name: self._lineages[name] for name in self.stage.upstream}

@@ -16,9 +16,10 @@ the section that can change a result) or ``config:<section>.<key>``, ``waveforms
 ``monitors`` (that of the alpha monitor sets, ALGORITHMS.md §11).
 
 ``ctx.load(stage, part)`` gives a stored part in memory; ``ctx.open(stage, part)`` opens
-it lazily (a frames part as Dask arrays of its stored blocks), for per-set statistics
-reduced block by block (:mod:`ratag_xr.pipeline.partials`: histograms, counts and maxima
-of the blocks add up), whose memory then does not grow with the number of frames.
+a part of more than one stored block lazily (a frames part as Dask arrays of its blocks;
+one block: in memory), for per-set statistics reduced block by block
+(:mod:`ratag_xr.pipeline.partials`: histograms, counts and maxima of the blocks add up),
+whose memory then does not grow with the number of frames.
 
 The built-in stages are the modules of this package, registered in run order.
 """

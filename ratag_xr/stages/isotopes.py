@@ -194,7 +194,7 @@ def compute(ctx) -> StageResult:
 
 STAGE = register(Stage(
     name="isotopes",
-    version=3,
+    version=4,
     reads=("stage:frames", "stage:alpha", "stage:calibrate", "config:run.w_value",
            "config:run.run_id") + tuple(  # the per-isotope fits are §6/§15 fits
                f"config:{p.key}" for p in INTEGRATE_PARAMS),
