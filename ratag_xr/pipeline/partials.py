@@ -82,10 +82,11 @@ def set_maxima(values: xr.DataArray, keep: xr.DataArray, lazy: bool = False):
     return best if lazy else reduce_blocks(best)[0]
 
 
-def combined_histogram(values: xr.DataArray, keep: xr.DataArray, rng: Range) -> np.ndarray:
+def combined_histogram(values: xr.DataArray, keep: xr.DataArray, rng: Range,
+                       lazy: bool = False):
     """The histogram of the kept finite values of every set together over one (low,
-    high, nbins): the sum of the per-set histograms."""
+    high, nbins): the sum of the per-set histograms (``lazy``: as a Dask array)."""
     if not values.sizes["set"]:
         return np.zeros(int(rng[2]), dtype=np.int64)
-    counts = set_histograms(values, keep, [rng] * values.sizes["set"])
-    return counts.sum(axis=0)
+    counts = set_histograms(values, keep, [rng] * values.sizes["set"], lazy=True).sum(axis=0)
+    return counts if lazy else reduce_blocks(counts)[0]

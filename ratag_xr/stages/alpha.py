@@ -180,8 +180,8 @@ def spectrum_part(frames: xr.Dataset, monitors: xr.Dataset | None, cfg) -> xr.Da
     ``frames`` may be lazy (the PMT sets' spectrum: the sum of per-block histograms)."""
     nbins, rng = cfg.nbins, tuple(cfg.energy_range)
     energy, valid = frames.alpha_energy_sca, frames.valid
-    pmt = combined_histogram(energy, valid, (*rng, nbins))
-    n_pmt = reduce_blocks((valid & np.isfinite(energy)).sum().data)[0]
+    pmt, n_pmt = reduce_blocks(combined_histogram(energy, valid, (*rng, nbins), lazy=True),
+                               (valid & np.isfinite(energy)).sum().data)  # one pass
     names = [] if monitors is None else [str(n) for n in monitors.set.values]
     per_monitor = [_energies(monitors.sel(set=[n])) for n in names]
     mon = np.array([alpha_spectrum(e, nbins, rng)[0] for e in per_monitor],
