@@ -193,26 +193,23 @@ class StageContext:
 
     def load(self, stage: str, part: str):
         """A part (sets, frames, run) of a stage this one reads (None if not stored)."""
-        self._check_reads(stage)
-        given = self._inputs.get(stage, {})
-        if part in given:
-            return given[part]
-        return load_stage(self.run.results, stage, part)
+        return self._read(stage, part, load_stage)
 
     def open(self, stage: str, part: str):
         """A part of a stage this one reads, opened lazily (Dask arrays of its stored
         blocks: :mod:`ratag_xr.pipeline.partials` reduces them block by block), or the
         dataset given directly; None if not stored."""
-        self._check_reads(stage)
-        given = self._inputs.get(stage, {})
-        if part in given:
-            return given[part]
-        return open_stage(self.run.results, stage, part)
+        return self._read(stage, part, open_stage)
 
-    def _check_reads(self, stage: str) -> None:
+    def _read(self, stage: str, part: str, reader):
+        """``part`` of ``stage`` as given directly, else ``reader``'s of the stored one."""
         if stage not in self.stage.upstream:
             raise RatagError(f"stage {self.stage.name!r} loads results of {stage!r} without "
                              f"declaring it (add 'stage:{stage}' to its reads)")
+        given = self._inputs.get(stage, {})
+        if part in given:
+            return given[part]
+        return reader(self.run.results, stage, part)
 
     def upstream_lineages(self) -> dict:
         return {name: self._lineages[name] for name in self.stage.upstream}
