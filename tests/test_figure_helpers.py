@@ -49,15 +49,20 @@ def test_helpers_draw_the_files_drawn_here(analysed, tmp_path):
 def test_a_figure_is_asked_for_once_its_stages_are_stored(analysed, tmp_path):
     with FigureHelpers(1) as helpers:
         figures = FigureRound(_job(analysed, tmp_path), analysed.results, helpers)
+        # the waveform figure reads the store, which the frames stage completes when it
+        # reads the raw files once: it waits for that stage, not only for prepare's results
         figures.stages_done(["prepare"])
+        assert figures._asked == {}
+        figures.stages_done(["prepare", "frames"])
         early = dict(figures._asked)
         assert {name for name, _, _ in early} == {
-            f.name for f in FIGURES if set(f.needs) <= {"prepare"}} == {"waveform_validation"}
+            f.name for f in FIGURES if f.waits_for <= {"prepare", "frames"}} == {
+            "waveform_validation"}
         assert len(early) == len(RUN.sets)
         for future in early.values():  # drawn before any later stage is asked about
             assert future.result(timeout=120)[0].is_file()
-        figures.stages_done(["prepare", "integrate"])
-        ready = [f for f in FIGURES if set(f.needs) <= {"prepare", "integrate"}]
+        figures.stages_done(["prepare", "frames", "integrate"])
+        ready = [f for f in FIGURES if f.waits_for <= {"prepare", "frames", "integrate"}]
         assert len(figures._asked) == sum(len(RUN.sets) if f.per == "set" else 1
                                           for f in ready) > len(early)
         paths = figures.paths(ANALYSIS)

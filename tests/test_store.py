@@ -422,3 +422,65 @@ def test_a_tree_opened_again_follows_the_store(tmp_path, client):
     scale[...] = changed
     reread = open_run(store)[node].to_dataset()
     assert float(reread.code_scale.values[0, 0]) == float(changed[0, 0])
+
+
+def test_the_chunk_writer_of_a_process_follows_the_array_it_writes(tmp_path):
+    """One writer per array and metadata version: a store made again at the same path (new
+    codec, new chunks) gets a new writer, and a chunk folder removed is made again."""
+    import shutil
+
+    from zarr.codecs import BloscCodec
+
+    from ratag_xr.store.chunks import chunk_writer
+
+    store = str(tmp_path / "s.zarr")
+
+    def make(chunk, cname):
+        zarr.create_array(store=store, name="w", shape=(1, 4 * chunk, 30), dtype="int16",
+                          chunks=(1, chunk, 30), fill_value=0, overwrite=True,
+                          compressors=[BloscCodec(cname=cname, clevel=1, shuffle="shuffle")])
+
+    make(2, "lz4")
+    first = chunk_writer(store, "w")
+    assert chunk_writer(store, "w") is first
+    data = np.arange(4 * 2 * 30, dtype=np.int16).reshape(1, 8, 30)
+    first.write(0, 1, data[0, 2:4])
+    shutil.rmtree(tmp_path / "s.zarr" / "w" / "c")  # its folders, gone since it made them
+    first.write(0, 1, data[0, 2:4])
+    np.testing.assert_array_equal(zarr.open_array(store, path="w")[0, 2:4], data[0, 2:4])
+    shutil.rmtree(store)
+    make(4, "zstd")
+    second = chunk_writer(store, "w")
+    assert second is not first and second.metadata.chunk_grid.chunk_shape == (1, 4, 30)
+    second.write(0, 0, data[0, :4])
+    np.testing.assert_array_equal(zarr.open_array(store, path="w")[0, :4], data[0, :4])
+
+
+@pytest.mark.parametrize("byte_order,charge", [("<", 0), ("<", 7), (">", 0), (">", 5)])
+def test_a_raw_file_read_once_gives_its_frames_and_the_hash_of_every_byte(
+        tmp_path, byte_order, charge):
+    """``RawFile.blocks``: native, C-contiguous, writable codes equal to the reader's frames
+    (charge points dropped, bytes swapped), block by block in reused buffers; the hash is
+    BLAKE3 of the whole file."""
+    from ratag_xr.io.wfm_writer import write_wfm
+    from ratag_xr.store.ingest import FileTask, RawFile
+
+    rng = np.random.default_rng(5)
+    raw = rng.integers(-3000, 3000, size=(11, 90)).astype(np.int16)
+    path = tmp_path / "f.wfm"
+    write_wfm(path, raw, y_scale=1e-4, x_spacing=1e-9, x_start=-1e-6, pre_charge=charge,
+              post_charge=charge, byte_order=byte_order)
+    task = FileTask(set_name="s", path=path, node="axis0", set_index=0, slot0=0,
+                    n_frames=11)
+    got = []
+    with RawFile(task) as reader:
+        for start, codes in reader.blocks(4):
+            assert codes.dtype == np.dtype(np.int16) and codes.dtype.isnative
+            assert codes.flags.c_contiguous and codes.flags.writeable
+            got.append((start, codes.copy()))
+        facts = reader.facts()
+    assert [s for s, _ in got] == [0, 4, 8]
+    np.testing.assert_array_equal(np.concatenate([c for _, c in got]), raw)
+    np.testing.assert_array_equal(np.concatenate([c for _, c in got]),
+                                  read_wfm(path).frames())
+    assert facts["hash"] == "blake3:" + blake3.blake3(path.read_bytes()).hexdigest()

@@ -35,7 +35,9 @@ class FigureSpec:
     set_name)`` returning a :class:`matplotlib.figure.Figure` (None: nothing to draw);
     ``when(results)``, if given, says whether the run has what the figure shows (the
     alpha figures: a run with alpha data), from the results of the stages ``when_reads``
-    (default: ``needs``)."""
+    (default: ``needs``).  ``after``: stages it is drawn after without reading their
+    results (the waveform figure reads the store, which the ``frames`` stage completes
+    when it reads the raw files once)."""
 
     name: str
     per: str
@@ -43,6 +45,12 @@ class FigureSpec:
     draw: Callable
     when: Callable | None = None
     when_reads: tuple[str, ...] | None = None
+    after: tuple[str, ...] = ()
+
+    @property
+    def waits_for(self) -> frozenset[str]:
+        """Every stage that must be stored before the figure is drawn."""
+        return frozenset(self.needs) | frozenset(self.after)
 
     def applies(self, results: Results) -> bool:
         return self.when is None or bool(self.when(results))
@@ -92,7 +100,7 @@ def _run_has_alpha(res: Results) -> bool:
 
 FIGURES = (
     # the slowest first (it reads waveforms), so it is not the last task to start
-    FigureSpec("waveform_validation", "set", ("prepare",), _validation),
+    FigureSpec("waveform_validation", "set", ("prepare",), _validation, after=("frames",)),
     FigureSpec("s2_histogram", "set", ("integrate",),
                lambda job, res, name: plots.plot_s2_histogram(
                    res.sets, name, job.run_id, exclude_index=job.exclude_index)),

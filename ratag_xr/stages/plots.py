@@ -61,7 +61,7 @@ def _figures(results: Path, available, names=None) -> list[tuple[FigureSpec, str
     names = {} if names is None else names
     out = []
     for spec in FIGURES:
-        if not set(spec.needs) <= set(available):
+        if not spec.waits_for <= set(available):
             continue
         condition = spec.condition
         if condition is not None and condition not in names:  # decided once per condition

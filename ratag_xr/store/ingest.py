@@ -40,7 +40,7 @@ from ratag_xr.io.lock import writable_folder
 from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import layout as L
-from ratag_xr.store.chunks import ChunkWriter
+from ratag_xr.store.chunks import ChunkWriter, chunk_writer
 from ratag_xr.store.discover import (
     ALPHA,
     PMT,
@@ -203,19 +203,34 @@ class RawFile:
         self.wfm.close()
 
     def blocks(self, block_frames: int):
+        """``(start, codes)`` per block of ``block_frames`` frames: C-contiguous, writable,
+        native-order codes.  The arrays are this reader's buffers, reused for the next
+        block: a caller keeps a copy of what it keeps.  (One writable contiguous layout
+        also means the kernels see the array type they were compiled for; a fresh
+        read-only ``bytes`` per block would cost new memory and a numba dispatch.)"""
         wfm, f = self.wfm, self._file
         layout = wfm.byte_layout()
         dtype = wfm.raw_dtype.newbyteorder(wfm.byte_order)
-        per_record = layout["record_bytes"] // dtype.itemsize
+        record = layout["record_bytes"]
+        per_record = record // dtype.itemsize
         first = layout["data_start"] // dtype.itemsize
         self._digest.update(_read_exact(f, layout["curve_offset"], self.task.path))
+        n = min(block_frames, wfm.n_frames)
+        raw = np.empty(n * record, dtype=np.uint8)
+        whole = first == 0 and per_record == wfm.n_samples and dtype.isnative
+        out = None if whole else np.empty((n, wfm.n_samples), dtype=wfm.raw_dtype)
         for start in range(0, wfm.n_frames, block_frames):
             stop = min(start + block_frames, wfm.n_frames)
-            block = _read_exact(f, (stop - start) * layout["record_bytes"], self.task.path)
-            self._digest.update(block)
-            codes = np.frombuffer(block, dtype=dtype).reshape(stop - start, per_record)
-            codes = codes[:, first:first + wfm.n_samples]
-            yield start, codes.astype(wfm.raw_dtype, copy=not dtype.isnative)
+            view = raw[: (stop - start) * record]
+            _read_into(f, view, self.task.path)
+            self._digest.update(view)
+            codes = view.view(dtype).reshape(stop - start, per_record)
+            if whole:
+                yield start, codes
+            else:  # charge points dropped, bytes swapped: one copy into the second buffer
+                part = out[: stop - start]
+                np.copyto(part, codes[:, first:first + wfm.n_samples], casting="equiv")
+                yield start, part
 
     def facts(self) -> dict:
         while tail := self._file.read(_HASH_BLOCK):
@@ -229,6 +244,17 @@ class RawFile:
 _HASH_BLOCK = 8 * 2**20
 
 
+def _read_into(f, buffer: np.ndarray, path: Path) -> None:
+    """Fill ``buffer`` (bytes) from ``f``'s position: a file that ends first is truncated."""
+    view, got = memoryview(buffer).cast("B"), 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            raise WfmTruncatedError(path, f"file ended while reading: expected "
+                                    f"{len(view)} more bytes, found {got}")
+        got += n
+
+
 def _read_exact(f, n: int, path: Path) -> bytes:
     data = f.read(n)
     if len(data) != n:
@@ -239,7 +265,7 @@ def _read_exact(f, n: int, path: Path) -> bytes:
 
 def waveform_writer(store: str, task: FileTask) -> ChunkWriter:
     """The writer of the waveform array a file task fills."""
-    return ChunkWriter(store, f"{task.node}/{task.array}")
+    return chunk_writer(store, f"{task.node}/{task.array}")
 
 
 def write_block(writer: ChunkWriter, task: FileTask, start: int, codes: np.ndarray,
