@@ -33,8 +33,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from iminuit import Minuit
-from iminuit.cost import ExtendedBinnedNLL
 from scipy.special import ndtr, ndtri
 
 from ratag_xr.errors import ConfigError
@@ -346,6 +344,11 @@ def fit_crystal_ball_hist(counts, edges, *, tail: str = "left", start=None, limi
          "cont_a": max(float(np.mean(density[:3])), 1e-3 * float(density.max()))}
     p.update({k: float(v) for k, v in (start or {}).items()})
     p = {k: _clip(p[k], lim[k]) for k in names}  # a start outside its bounds: the bound
+
+    # imported here: iminuit.cost imports numba, which a figure helper (it draws the
+    # models, never fits them) has no use for
+    from iminuit import Minuit
+    from iminuit.cost import ExtendedBinnedNLL
 
     cost = ExtendedBinnedNLL(n_fit, e_fit, _model(right, continuum, origin))
     mn = Minuit(cost, **p)

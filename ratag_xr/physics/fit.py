@@ -23,8 +23,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from iminuit import Minuit
-from iminuit.cost import ExtendedBinnedNLL
 from scipy.special import ndtr
 
 from ratag_xr.errors import ConfigError
@@ -231,6 +229,11 @@ def fit_gaussian_hist(counts, edges, *, exclude_index: int = 1, start=None,
         p["amplitude"] = n_entries
     width = float(e_fit[-1] - e_fit[0])
     min_bin = float(np.min(np.diff(e_fit)))
+    # imported here: iminuit.cost imports numba, which a figure helper (it draws the
+    # models, never fits them) has no use for
+    from iminuit import Minuit
+    from iminuit.cost import ExtendedBinnedNLL
+
     cost = ExtendedBinnedNLL(n_fit, e_fit, _scaled_cdf)
     m = Minuit(cost, amplitude=p["amplitude"], mean=p["mean"], sigma=p["sigma"])
     sigma_floor = 1e-3 * min_bin

@@ -18,10 +18,8 @@ import uuid
 from functools import lru_cache
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import zarr
-from dask.base import tokenize
 
 from ratag_xr.store.layout import manifest_path
 
@@ -119,6 +117,48 @@ def _chunk_key(separator: str, index) -> str:
     return separator.join(["c", *map(str, index)])
 
 
+def _direct_layout(meta) -> tuple[dict, str] | None:
+    """(Blosc config, chunk key separator) of an array whose chunk files this module
+    reads itself: little-endian bytes + Blosc under zarr's default chunk keys; else None."""
+    config = blosc_config(meta)
+    separator = getattr(meta.chunk_key_encoding, "separator", None)
+    probe = (1,) * len(meta.shape)
+    if config is None or separator is None or (
+            meta.encode_chunk_key(probe) != _chunk_key(separator, probe)):
+        return None
+    return config, separator
+
+
+def read_frames(store, path: str, row: int, slots) -> np.ndarray:
+    """Frames ``slots`` (frame indices, increasing) of set ``row`` of the (set, frame,
+    time) waveform array ``path`` of ``store``: only the chunk files holding them are read
+    and decoded, here, without Dask (a figure's few frames); through zarr for other
+    codecs.  The fill value where no chunk was written."""
+    arr = zarr.open_array(store=str(store), path=path, mode="r")
+    meta = arr.metadata
+    slots = np.asarray(slots, dtype=np.int64)
+    direct = _direct_layout(meta)
+    chunk_shape = tuple(meta.chunk_grid.chunk_shape)
+    if direct is None or chunk_shape[2] != arr.shape[2]:
+        return np.asarray(arr.get_orthogonal_selection((row, slots, slice(None))))
+    config, separator = direct
+    dtype = meta.dtype.to_native_dtype()
+    out = np.empty((slots.size, arr.shape[2]), dtype=dtype)
+    per = chunk_shape[1]
+    folder = Path(store) / path
+    buffer = np.empty(chunk_shape[1:], dtype=dtype.newbyteorder("<"))
+    for c in np.unique(slots // per):
+        take = slots // per == c
+        try:
+            data = (folder / _chunk_key(separator, (row, int(c), 0))).read_bytes()
+        except FileNotFoundError:
+            out[take] = meta.fill_value
+            continue
+        codec_of(config).decode(data, out=buffer)
+        out[take] = buffer[slots[take] - c * per]
+    return out
+
+
 def _read_block(folder: str, separator: str, config: dict, chunk_shape: tuple, dtype: str,
                 fill, block_id=None, block_info=None):
     """One dask block = one chunk file, decoded (the fill value where none was written)."""
@@ -134,22 +174,22 @@ def _read_block(folder: str, separator: str, config: dict, chunk_shape: tuple, d
     return out if out.dtype.isnative else out.astype(dtype)
 
 
-def direct_waveform(store, path: str, lazy: da.Array) -> da.Array:
+def direct_waveform(store, path: str, lazy):
     """``lazy`` (the Dask array xarray opened for array ``path`` of ``store``) with each
     block read straight from its chunk file; ``lazy`` itself when its blocks are not the
     array's chunks or its codecs are not little-endian bytes + Blosc."""
+    import dask.array as da  # here: a figure helper reads its frames without Dask
+    from dask.base import tokenize
+
     arr = zarr.open_array(store=str(store), path=path, mode="r")
     meta = arr.metadata
-    config = blosc_config(meta)
     chunk_shape = tuple(meta.chunk_grid.chunk_shape)
-    if config is None or any(
+    direct = _direct_layout(meta)
+    if direct is None or any(
             any(c != size for c in dim[:-1]) or dim[-1] > size
             for dim, size in zip(lazy.chunks, chunk_shape, strict=True)):
-        return lazy
-    separator = getattr(meta.chunk_key_encoding, "separator", None)
-    probe = (1,) * lazy.ndim
-    if separator is None or meta.encode_chunk_key(probe) != _chunk_key(separator, probe):
-        return lazy  # not zarr's default chunk keys
+        return lazy  # other codecs or chunk keys, or blocks that are not the chunks
+    config, separator = direct
     dtype = meta.dtype.to_native_dtype()
     folder = str(Path(store) / path)
     # the manifest changes with every file recorded: blocks of a store that grew since

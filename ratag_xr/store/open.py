@@ -6,14 +6,13 @@ import os
 from pathlib import Path
 
 import dask
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
 
 from ratag_xr.errors import StoreError
 from ratag_xr.store import layout as L
-from ratag_xr.store.chunks import direct_waveform
+from ratag_xr.store.chunks import direct_waveform, read_frames
 from ratag_xr.store.schema import PRESENT, SCALE_ATTRS
 
 WAVEFORMS = tuple(SCALE_ATTRS)  # ("waveform", "alpha_waveform")
@@ -148,6 +147,8 @@ def _channels(ds: xr.Dataset, raw: bool, store, node: str) -> xr.Dataset:
         else:
             present = np.asarray(ds[PRESENT[name]].values, dtype=bool)
             names = SCALE_ATTRS[name]
+            import dask.array as da  # here: read_set_frames (a figure's) needs no Dask
+
             chunks = (*data.chunks[:2], (1,))
             scale = np.where(present, ds[names["scale_coord"]].values, np.nan)[..., None]
             offset = np.where(present, ds[names["offset_coord"]].values, np.nan)[..., None]
@@ -212,9 +213,7 @@ def read_set_frames(store: str | Path, set_name: str, positions) -> xr.Dataset:
     if "waveform" not in group:
         raise StoreError(f"{store}: set {set_name!r} has no PMT waveform")
     waveform = group["waveform"]
-    lazy = da.from_zarr(waveform, chunks=waveform.chunks)
-    direct = direct_waveform(store, f"{group.path}/waveform", lazy)  # only their chunks
-    codes = direct[row][slots].compute(scheduler="synchronous")
+    codes = read_frames(store, f"{group.path}/waveform", row, slots)  # only their chunks
     scale = np.asarray(group["code_scale"].get_orthogonal_selection((row, slots)))
     offset = np.asarray(group["code_offset"].get_orthogonal_selection((row, slots)))
     mv = codes.astype(np.float64) * scale[:, None] + offset[:, None]

@@ -11,7 +11,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
@@ -78,6 +77,8 @@ def create_node(store: Path, node: str, key: AxisKey | None, alpha_key: AxisKey 
     ``key``: the PMT time axis (None: an alpha monitor node); ``alpha_key``: the alpha time
     axis (None: no alpha channel).  ``codec(dtype)`` gives each waveform's compressor.
     """
+    import dask.array as da  # here: the figure helpers import this module, not Dask arrays
+
     variables, coords, encoding = {}, {}, {}
     for name, axis, dim, long_name, units, time_name in (
             ("waveform", key, "time", "PMT signal, positive-going", "mV",
