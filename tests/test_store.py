@@ -486,8 +486,10 @@ def test_a_raw_file_read_once_gives_its_frames_and_the_hash_of_every_byte(
     assert facts["hash"] == "blake3:" + blake3.blake3(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("codec", ["blosc", "zstd"])
-def test_a_few_frames_read_without_dask_equal_zarrs_and_keep_the_fill_value(tmp_path, codec):
+@pytest.mark.parametrize("codec,chunks", [("blosc", (1, 4, 33)), ("zstd", (1, 4, 33)),
+                                          ("blosc", (2, 4, 33)), ("blosc", (1, 4, 11))])
+def test_a_few_frames_read_without_dask_equal_zarrs_and_keep_the_fill_value(tmp_path, codec,
+                                                                            chunks):
     """``read_frames`` (a figure's frames): the chunk files holding them decoded here for
     Blosc, zarr's own reading for other codecs; a chunk never written is the fill value."""
     from zarr.codecs import BloscCodec, ZstdCodec
@@ -499,7 +501,7 @@ def test_a_few_frames_read_without_dask_equal_zarrs_and_keep_the_fill_value(tmp_
     rng = np.random.default_rng(9)
     data = rng.integers(-900, 900, size=(2, 14, 33)).astype(np.int16)
     arr = zarr.create_array(store=str(tmp_path / "s.zarr"), name="w", shape=data.shape,
-                            chunks=(1, 4, 33), dtype="int16", fill_value=-7,
+                            chunks=chunks, dtype="int16", fill_value=-7,
                             compressors=[compressor])
     arr[:, :12] = data[:, :12]  # the last chunk (frames 12, 13) of each set never written
     slots = np.array([0, 3, 5, 11, 12, 13])

@@ -133,13 +133,14 @@ def read_frames(store, path: str, row: int, slots) -> np.ndarray:
     """Frames ``slots`` (frame indices, increasing) of set ``row`` of the (set, frame,
     time) waveform array ``path`` of ``store``: only the chunk files holding them are read
     and decoded, here, without Dask (a figure's few frames); through zarr for other
-    codecs.  The fill value where no chunk was written."""
+    codecs and for chunks of more than one set or of part of a frame.  The fill value
+    where no chunk was written."""
     arr = zarr.open_array(store=str(store), path=path, mode="r")
     meta = arr.metadata
     slots = np.asarray(slots, dtype=np.int64)
     direct = _direct_layout(meta)
     chunk_shape = tuple(meta.chunk_grid.chunk_shape)
-    if direct is None or chunk_shape[2] != arr.shape[2]:
+    if direct is None or chunk_shape[0] != 1 or chunk_shape[2] != arr.shape[2]:
         return np.asarray(arr.get_orthogonal_selection((row, slots, slice(None))))
     config, separator = direct
     dtype = meta.dtype.to_native_dtype()
