@@ -146,18 +146,26 @@ def read_frames(store, path: str, row: int, slots) -> np.ndarray:
     dtype = meta.dtype.to_native_dtype()
     out = np.empty((slots.size, arr.shape[2]), dtype=dtype)
     per = chunk_shape[1]
-    folder = Path(store) / path
-    buffer = np.empty(chunk_shape[1:], dtype=dtype.newbyteorder("<"))
-    for c in np.unique(slots // per):
-        take = slots // per == c
-        try:
-            data = (folder / _chunk_key(separator, (row, int(c), 0))).read_bytes()
-        except FileNotFoundError:
+    which = slots // per
+    buffer = np.empty(chunk_shape, dtype=dtype.newbyteorder("<"))
+    for c in np.unique(which):
+        take = which == c
+        if _decode_chunk(Path(store) / path, separator, config, (row, int(c), 0), buffer):
+            out[take] = buffer[0, slots[take] - c * per]
+        else:
             out[take] = meta.fill_value
-            continue
-        codec_of(config).decode(data, out=buffer)
-        out[take] = buffer[slots[take] - c * per]
     return out
+
+
+def _decode_chunk(folder: Path, separator: str, config: dict, index, out: np.ndarray) -> bool:
+    """Chunk ``index``'s file decoded into ``out`` (the chunk's shape); False where no
+    chunk was written (``out`` untouched)."""
+    try:
+        data = (folder / _chunk_key(separator, index)).read_bytes()
+    except FileNotFoundError:
+        return False
+    codec_of(config).decode(data, out=out)
+    return True
 
 
 def _read_block(folder: str, separator: str, config: dict, chunk_shape: tuple, dtype: str,
@@ -165,12 +173,9 @@ def _read_block(folder: str, separator: str, config: dict, chunk_shape: tuple, d
     """One dask block = one chunk file, decoded (the fill value where none was written)."""
     shape = tuple(block_info[None]["chunk-shape"])
     dtype = np.dtype(dtype)
-    try:
-        data = (Path(folder) / _chunk_key(separator, block_id)).read_bytes()
-    except FileNotFoundError:
-        return np.full(shape, fill, dtype=dtype)
     out = np.empty(chunk_shape, dtype=dtype.newbyteorder("<"))
-    codec_of(config).decode(data, out=out)
+    if not _decode_chunk(Path(folder), separator, config, block_id, out):
+        return np.full(shape, fill, dtype=dtype)
     out = out[tuple(slice(0, n) for n in shape)]
     return out if out.dtype.isnative else out.astype(dtype)
 
