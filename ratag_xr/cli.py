@@ -9,6 +9,12 @@ from pathlib import Path
 
 from ratag_xr.config import Config, load_config
 from ratag_xr.errors import RatagError
+from ratag_xr.startup import imports_uncollected
+
+#: True in the ``ratag-xr`` command's own process (set by :func:`entry`), False where
+#: :func:`main` is called by a test or a notebook: only the former freezes its imports
+#: (:mod:`ratag_xr.startup`).
+_OWN_PROCESS = False
 
 
 def _count(text: str) -> int:
@@ -73,9 +79,10 @@ def _run_and_config(target: str, config_path: str | None = None) -> tuple[Path, 
 
 
 def cmd_ingest(args) -> int:
-    from ratag_xr.cluster import LazyClient
-    from ratag_xr.io.lock import output_lock
-    from ratag_xr.store import default_store, ingest
+    with imports_uncollected(_OWN_PROCESS):
+        from ratag_xr.cluster import LazyClient
+        from ratag_xr.io.lock import output_lock
+        from ratag_xr.store import default_store, ingest
 
     run_dir, config = _run_and_config(args.run, args.config)
     store = default_store(run_dir, args.out)
@@ -98,14 +105,13 @@ def _pipeline(args, stages) -> int:
     # reads its config; closed at once if the plots stage turns out to be current.
     figures = FigureHelpers() if stages is None or "plots" in stages else None
     try:
-        from ratag_xr.runner import PIPELINE
+        with imports_uncollected(_OWN_PROCESS):
+            from ratag_xr.pipeline import load_results
+            from ratag_xr.pipeline.summary import run_failed, summary_table
+            from ratag_xr.runner import PIPELINE, run_pipeline
 
         stages = tuple(stages or PIPELINE)
         run_dir, config = _run_and_config(args.run, args.config)
-        from ratag_xr.pipeline import load_results
-        from ratag_xr.pipeline.summary import run_failed, summary_table
-        from ratag_xr.runner import run_pipeline
-
         client = None  # the run config's cluster, started only if a stage needs computing
         if any(v is not None for v in (args.cluster, args.workers, args.threads,
                                        args.memory, args.jobs)):
@@ -186,7 +192,9 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_watch(args) -> int:
-    from ratag_xr.watch import watch
+    with imports_uncollected(_OWN_PROCESS):
+        import ratag_xr.runner  # noqa: F401  (the stages it runs on every refresh)
+        from ratag_xr.watch import watch
 
     run_dir, config = _run_and_config(args.run, args.config)
     client = None
@@ -206,7 +214,9 @@ def cmd_watch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from ratag_xr.demo import run_demo
+    with imports_uncollected(_OWN_PROCESS):
+        import ratag_xr.runner  # noqa: F401  (the stages it runs)
+        from ratag_xr.demo import run_demo
 
     explicit = any(v is not None for v in (args.cluster, args.workers, args.threads,
                                            args.memory, args.jobs))
@@ -401,6 +411,8 @@ def entry() -> None:
     import atexit
     import os
 
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     try:
         code = main()
     except SystemExit as stop:  # argparse's --help and usage errors

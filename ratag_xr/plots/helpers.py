@@ -266,20 +266,23 @@ def main(argv=None) -> int:
     here, each other one by a process forked once the imports are done."""
     import signal
 
-    import matplotlib
+    from ratag_xr.startup import imports_uncollected
 
     # Ctrl-C reaches the whole process group: the command stops and closes the helpers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.stdout = sys.stderr  # anything printed while drawing goes with the messages
     pairs = [tuple(int(fd) for fd in pair.split(":"))
              for pair in (argv or sys.argv[1:])[0].split(",")]
-    matplotlib.use("Agg")
-    from ratag_xr import plots
-    from ratag_xr.plots import figures  # noqa: F401  (imported before the first request)
+    with imports_uncollected():  # frozen before the fork: its pages stay shared, too
+        import matplotlib
 
-    for name in plots.__all__:
-        getattr(plots, name)
-    _warm_up()
+        matplotlib.use("Agg")
+        from ratag_xr import plots
+        from ratag_xr.plots import figures  # noqa: F401  (imported before the first request)
+
+        for name in plots.__all__:
+            getattr(plots, name)
+        _warm_up()
     _yield_to_the_analysis()
     mine, children = pairs[0], []
     for pair in pairs[1:]:
