@@ -115,6 +115,11 @@ INGEST_PARAMS = declare(
     Param("ingest.shuffle", "auto", str, "", "Blosc shuffle of a new store (auto: bit "
           "shuffle)", checks=(one_of(*BLOSC_SHUFFLES),),
           lineage=False),
+    Param("ingest.direct_io", "auto", str, "", "chunk files written past the page cache "
+          "(O_DIRECT, where the filesystem takes it): auto = by the read-once file tasks, "
+          "whose chunks the run does not read again; on = by every ingest; off = never "
+          "(a slow disk and a run smaller than the free memory: the page cache absorbs it)",
+          checks=(one_of("auto", "on", "off"),), lineage=False),
     Param("ingest.nfiles", None, int | None, "", "only the first N files of each set (test "
           "mode)", checks=(at_least(1),), lineage=False),
     owner="config",

@@ -72,6 +72,20 @@ def test_read_once_equals_the_two_pass_path(runs):
     assert len(manifest.entries) == len(SIM.sets) * SIM.files_per_set
 
 
+def test_read_once_chunk_files_equal_the_ingested_ones(runs):
+    """The read-once file tasks write their chunks past the page cache (ingest.direct_io:
+    auto), ingest through it: the same files, byte for byte."""
+    _, _, once, twice, _ = runs
+    chunks = {p.relative_to(once / "waveforms.zarr"): p
+              for p in (once / "waveforms.zarr").glob("*/waveform/c/**/*") if p.is_file()}
+    assert len(chunks) >= len(SIM.sets) * SIM.files_per_set
+    for rel, path in chunks.items():
+        assert path.read_bytes() == (twice / "waveforms.zarr" / rel).read_bytes(), rel
+    assert {p.relative_to(twice / "waveforms.zarr") for p in
+            (twice / "waveforms.zarr").glob("*/waveform/c/**/*") if p.is_file()} == set(chunks)
+    assert not list((once / "waveforms.zarr").rglob("*.partial"))
+
+
 def test_the_estimates_come_from_the_first_frames(runs):
     _, _, once, _, _ = runs
     lineage = load_results(once).lineage

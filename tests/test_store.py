@@ -270,7 +270,8 @@ def test_deleted_raw_file_is_reported_and_its_frames_kept(tmp_path, client, caps
 
 
 @pytest.mark.parametrize(("key", "value", "allowed"), [
-    ("compressor", "foo", "lz4"), ("clevel", 99, "<= 9"), ("shuffle", "wrong", "bitshuffle")])
+    ("compressor", "foo", "lz4"), ("clevel", 99, "<= 9"), ("shuffle", "wrong", "bitshuffle"),
+    ("direct_io", "always", "auto, on, off")])
 def test_bad_codec_is_refused_before_anything_is_written(tmp_path, key, value, allowed):
     (tmp_path / "run.yaml").write_text(f"ingest:\n  {key}: {value}\n")
     with pytest.raises(ConfigError, match=rf"run.yaml: ingest\.{key} = .* must .*{allowed}"):

@@ -24,11 +24,13 @@ from ratag_xr.cluster import os_errors_returned
 from ratag_xr.driver import ChannelKernels, FrameRecords, KernelRef, frame_records, run_kernels
 from ratag_xr.features import Feature, arguments
 from ratag_xr.pipeline.frames import _combine, _labeled, node_args, node_features
+from ratag_xr.store.direct_io import use_direct
 from ratag_xr.store.ingest import (
     FileTask,
     IngestSummary,
     RawFile,
     copy_file,
+    file_writes,
     finished_files,
     waveform_writer,
     write_block,
@@ -40,11 +42,14 @@ CHANNEL_OF_ROLE = {"pmt": "pmt", "alpha": "alpha"}
 
 
 def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, outputs: tuple,
-                  fill: tuple, values: list, record: np.dtype) -> tuple[dict, np.ndarray]:
+                  fill: tuple, values: list, record: np.dtype, direct: bool = False
+                  ) -> tuple[dict, np.ndarray]:
     """Dask task: copy one raw file into its slots and compute its frames' features from
     the same reads; returns (the file's facts, one record per frame).  ``kernels``,
     ``outputs``, ``fill`` and ``values`` are those of the features of the file's channel
-    (``values``: per kernel its inputs for the file's set, scalars)."""
+    (``values``: per kernel its inputs for the file's set, scalars); ``direct``: the
+    chunk files are written past the page cache, in the background, while the kernels
+    run (:mod:`ratag_xr.store.direct_io`)."""
     writer = waveform_writer(store, task)
     out = np.empty(task.n_frames, dtype=record)
     names = [n for group in outputs for n in group]
@@ -52,12 +57,13 @@ def file_features(task: FileTask, store: str, chunk: int, kernels: tuple, output
         out[name] = value
     with RawFile(task) as raw:
         channel = ChannelKernels(kernels, outputs, fill, raw.scale, raw.offset, raw.t0, raw.dt)
-        for start, codes in raw.blocks(chunk):
-            write_block(writer, task, start, codes, chunk)
-            part = run_kernels(codes, ([None], [values], [None]), channels=(channel,),
-                               record=record)
-            for name in names:
-                out[name][start:start + codes.shape[0]] = part[name]
+        with file_writes(direct) as writes:
+            for start, codes in raw.blocks(chunk):
+                write_block(writer, task, start, codes, chunk, writes)
+                part = run_kernels(codes, ([None], [values], [None]), channels=(channel,),
+                                   record=record)
+                for name in names:
+                    out[name][start:start + codes.shape[0]] = part[name]
         return raw.facts(), out
 
 
@@ -113,6 +119,7 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
         by_channel[channel] = (tuple(KernelRef.wrap(f.kernel, f.frames) for f in feats),
                                tuple(f.output_names for f in feats),
                                tuple(o.fill_value for f in feats for o in f.outputs), feats)
+    direct = use_direct(config.ingest.direct_io, read_once=True)
     futures = {}
     for task in pending:
         kernels, outputs, fill, feats = by_channel[CHANNEL_OF_ROLE[task.role]]
@@ -120,12 +127,13 @@ def read_once_pass(store, nodes: dict[str, xr.Dataset], pending: list[FileTask],
         key = f"read-once-{task.set_name}-{task.path.name}"
         if not feats:  # a channel no feature reads (alpha twins of a PMT-only analysis)
             fut = client.submit(os_errors_returned, copy_file, task, str(store), chunk,
-                                pure=False, key=key)
+                                direct, pure=False, key=key)
         else:
             values = [[_scalar(args[f.name][a], task.set_name) for a in f.arg_names]
                       for f in feats]
             fut = client.submit(os_errors_returned, file_features, task, str(store), chunk,
-                                kernels, outputs, fill, values, record, pure=False, key=key)
+                                kernels, outputs, fill, values, record, direct, pure=False,
+                                key=key)
         futures[fut] = task
     manifest = Manifest.load(manifest_path(store))
     summary = IngestSummary(store=store)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from ratag_xr.store.direct_io import DirectWrites
 from ratag_xr.store.layout import manifest_path
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -69,9 +70,12 @@ class ChunkWriter:
         self.codec = None if config is None else codec_of(config)
         self._dirs: set[Path] = set()
 
-    def write(self, set_index: int, chunk_index: int, chunk: np.ndarray) -> None:
+    def write(self, set_index: int, chunk_index: int, chunk: np.ndarray,
+              writes: DirectWrites | None = None) -> None:
         """Chunk ``(set_index, chunk_index, 0)`` := ``chunk`` (frames, samples), a whole
-        chunk (padding zeros included)."""
+        chunk (padding zeros included).  ``writes``: the file is written past the page
+        cache in the background (:mod:`ratag_xr.store.direct_io`); ``chunk`` may be reused
+        as soon as this returns."""
         if self.codec is None:
             frames = self.metadata.chunk_grid.chunk_shape[1]
             lo = chunk_index * frames
@@ -84,6 +88,9 @@ class ChunkWriter:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(target.parent)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        if writes is not None:
+            writes.submit(tmp, data, target)
+            return
         try:
             f = open(tmp, "wb")
         except FileNotFoundError:  # its folder went since this writer made it

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from ratag_xr.io.owned import mark, remove_store, store_kind
 from ratag_xr.io.wfm import read_wfm
 from ratag_xr.store import layout as L
 from ratag_xr.store.chunks import ChunkWriter, chunk_writer
+from ratag_xr.store.direct_io import DirectWrites, use_direct
 from ratag_xr.store.discover import (
     ALPHA,
     PMT,
@@ -269,8 +271,9 @@ def waveform_writer(store: str, task: FileTask) -> ChunkWriter:
 
 
 def write_block(writer: ChunkWriter, task: FileTask, start: int, codes: np.ndarray,
-                chunk: int) -> None:
-    """Write a block of a file's frames into its slots, whole chunks (zero padding)."""
+                chunk: int, writes: DirectWrites | None = None) -> None:
+    """Write a block of a file's frames into its slots, whole chunks (zero padding);
+    ``writes``: past the page cache, in the background (:mod:`ratag_xr.store.direct_io`)."""
     for k in range(0, codes.shape[0], chunk):
         part = codes[k:k + chunk]
         if part.shape[0] < chunk:
@@ -280,16 +283,24 @@ def write_block(writer: ChunkWriter, task: FileTask, start: int, codes: np.ndarr
         slot = task.slot0 + start + k
         if slot % chunk:
             raise ValueError(f"{task.path}: frame slot {slot} does not start a chunk of {chunk}")
-        writer.write(task.set_index, slot // chunk, part)
+        writer.write(task.set_index, slot // chunk, part, writes)
 
 
-def copy_file(task: FileTask, store: str, chunk: int) -> dict:
-    """Dask task: copy one raw file's frames into its slots; return its per-frame facts."""
+def copy_file(task: FileTask, store: str, chunk: int, direct: bool = False) -> dict:
+    """Dask task: copy one raw file's frames into its slots; return its per-frame facts.
+    ``direct``: the chunk files are written past the page cache (``ingest.direct_io``)."""
     writer = waveform_writer(store, task)
     with RawFile(task) as raw:
-        for start, codes in raw.blocks(chunk):
-            write_block(writer, task, start, codes, chunk)
+        with file_writes(direct) as writes:
+            for start, codes in raw.blocks(chunk):
+                write_block(writer, task, start, codes, chunk, writes)
         return raw.facts()
+
+
+def file_writes(direct: bool):
+    """What a file task writes its chunks through: background O_DIRECT writes, or the
+    page cache right away (a context that does nothing, and ``None``)."""
+    return DirectWrites() if direct else nullcontext()
 
 
 #: Finished file tasks are recorded together (coordinates, then the manifest events): at
@@ -755,7 +766,8 @@ def ingest(run_dir: str | Path, store: str | Path | None = None, *, config: Conf
     if copy_frames is not None:  # the rest is read once, by the analysis (frames stage)
         tasks, summary.pending = _split(tasks, manifest, state["monitors"], copy_frames)
     if tasks:
-        _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
+        _run_tasks(store, state, tasks, manifest, summary, client, progress, report,
+                   direct=use_direct(config.ingest.direct_io, read_once=False))
     totals = manifest.summary()
     summary.files_ok, summary.frames_ok, summary.bad = (
         totals["files_ok"], totals["frames_ok"], totals["bad"])
@@ -789,7 +801,8 @@ def _prepare_nodes(store: Path, state: dict, sizes: dict, config: Config):
                          config.run)
 
 
-def _run_tasks(store, state, tasks, manifest, summary, client, progress, report):
+def _run_tasks(store, state, tasks, manifest, summary, client, progress, report, *,
+               direct: bool = False):
     # deferred: starting Dask is ingest's job only
     from ratag_xr.cluster import managed_client, os_errors_returned
 
@@ -799,8 +812,8 @@ def _run_tasks(store, state, tasks, manifest, summary, client, progress, report)
         futures = {}
         for task in tasks:
             chunk = state["nodes"][task.node]["chunk"]
-            fut = cl.submit(os_errors_returned, copy_file, task, str(store), chunk, pure=False,
-                            key=f"ingest-{task.set_name}-{task.path.name}")
+            fut = cl.submit(os_errors_returned, copy_file, task, str(store), chunk, direct,
+                            pure=False, key=f"ingest-{task.set_name}-{task.path.name}")
             futures[fut] = task
         for _ in finished_files(cl, futures, store, manifest, summary, report, desc="ingest",
                                 progress=progress):
