@@ -4,13 +4,14 @@ the task that encoded them goes on with its next block.
 In the read-once path each raw file's chunks are written once and not read again by the
 run.  Written through the page cache, every byte is first copied into a page of memory
 the system has to find (on a virtual machine, memory the host hands back page by page),
-then written back to the disk later: measured on the 2-core VM, ~1.0 s of system CPU per
-570 MB of chunks, both cores busy.  Written with ``O_DIRECT`` from one reused
-page-aligned buffer per I/O thread, the device takes the bytes from that buffer: 0.07 s
-of CPU for the same bytes (``benchmarks/README.md``).  The write then waits for the
-device instead, so it runs in one of :data:`IO_THREADS` background threads and the task
-only waits at the end of its file (:meth:`DirectWrites.close`), for at most
-:data:`DEPTH` chunks in flight per task (memory stays a few chunks per task).
+then written back to the disk later: measured on the 2-core VM, 1.2-1.5 s of CPU per
+572 MB of chunks.  Written with ``O_DIRECT`` from one reused page-aligned buffer per I/O
+thread, the device takes the bytes from that buffer: ~0.1 s of CPU for the same bytes,
+at 1.7x the speed (``benchmarks/bench_direct_io.py``, ``benchmarks/README.md``).  The
+write then waits for the device instead, so it runs in one of :data:`IO_THREADS`
+background threads and the task only waits at the end of its file
+(:meth:`DirectWrites.close`), for at most :data:`DEPTH` chunks in flight per task (memory
+stays a few chunks per task).
 
 A chunk file is written as before: a temporary file, renamed into place once complete;
 its length is the encoded chunk's (the padding to the alignment is truncated away).
