@@ -92,8 +92,8 @@ DIRECT = {  # stage -> the config keys it reads itself
 #: Keys that cannot change a result (where the raw files are, how they are stored, where
 #: Dask runs): flipping them recomputes nothing.
 NO_RESULT = {"run.run_dir", "ingest.chunk_mb", "ingest.compressor", "ingest.clevel",
-             "ingest.shuffle", "cluster.spec", "cluster.workers", "cluster.threads",
-             "cluster.memory", "cluster.jobs", "cluster.processes"}
+             "ingest.shuffle", "ingest.direct_io", "cluster.spec", "cluster.workers",
+             "cluster.threads", "cluster.memory", "cluster.jobs", "cluster.processes"}
 #: Keys that decide what the store holds: a new value needs a rebuilt store (an error).
 STORE_KEYS = {"run.polarity", "run.channel", "run.channels"}
 SET_NAMES = ("FieldScan_Gate150_Anode1650", "FieldScan_Gate300_Anode1800",
@@ -136,8 +136,8 @@ FLIPS = {
     "integrate.two_stage": True, "integrate.bg_threshold": 0.2, "integrate.bg_cutoff": 0.4,
     "integrate.n_sigma": 3.0, "integrate.upper_limit": 3.5,
     "ingest.chunk_mb": 8.0, "ingest.compressor": "zstd", "ingest.clevel": 3,
-    "ingest.shuffle": "shuffle", "cluster.spec": "local", "cluster.workers": 1,
-    "cluster.threads": 1, "cluster.memory": "1GiB", "cluster.jobs": 1,
+    "ingest.shuffle": "shuffle", "ingest.direct_io": "on", "cluster.spec": "local",
+    "cluster.workers": 1, "cluster.threads": 1, "cluster.memory": "1GiB", "cluster.jobs": 1,
     "cluster.processes": "false",
     # last: each of these makes later flips of the window statistics or of the data moot
     "integrate.use_estimated_s2_windows": False, "prepare.estimate_s2_windows": False,
