@@ -13,7 +13,6 @@ metadata, the coordinates and everything else.
 
 from __future__ import annotations
 
-import os
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from ratag_xr.store.direct_io import DirectWrites
+from ratag_xr.store.direct_io import DirectWrites, write_and_rename
 from ratag_xr.store.layout import manifest_path
 
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
@@ -90,15 +89,8 @@ class ChunkWriter:
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
         if writes is not None:
             writes.submit(tmp, data, target)
-            return
-        try:
-            f = open(tmp, "wb")
-        except FileNotFoundError:  # its folder went since this writer made it
-            target.parent.mkdir(parents=True, exist_ok=True)
-            f = open(tmp, "wb")
-        with f:
-            f.write(data)
-        os.replace(tmp, target)
+        else:
+            write_and_rename(tmp, data, target, direct=False)
 
 
 def chunk_writer(store: str, path: str) -> ChunkWriter:

@@ -79,31 +79,52 @@ def _aligned(n: int) -> mmap.mmap:
     return buf
 
 
-def write_file(path: Path, data) -> None:
-    """Write ``data`` (bytes-like) as the new file ``path``: with O_DIRECT where the
-    filesystem takes it, else through the page cache."""
+def write_file(path: Path, data, direct: bool = True) -> None:
+    """Write ``data`` (bytes-like) as the new file ``path``: with O_DIRECT where
+    ``direct`` and the filesystem takes it, else through the page cache.  A folder removed
+    since the writer made it is made again."""
+    if direct and _FLAG and _written_direct(path, data):
+        return
+    try:
+        f = open(path, "wb")
+    except FileNotFoundError:  # its folder went since the writer made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "wb")
+    with f:
+        f.write(data)
+
+
+def write_and_rename(tmp: Path, data, target: Path, direct: bool = True) -> None:
+    """``data`` written to ``tmp`` (:func:`write_file`), then renamed to ``target``."""
+    write_file(tmp, data, direct)
+    os.replace(tmp, target)
+
+
+def _written_direct(path: Path, data) -> bool:
+    """``data`` written as the new file ``path`` with O_DIRECT; False (nothing written)
+    where its filesystem refuses O_DIRECT or its alignment, which is then not asked again."""
     try:
         dev = os.stat(path.parent).st_dev
     except FileNotFoundError:  # its folder went since the writer made it
         path.parent.mkdir(parents=True, exist_ok=True)
         dev = os.stat(path.parent).st_dev
-    if _FLAG and dev not in _refused:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAG, 0o666)
-        except OSError as err:
-            if err.errno != errno.EINVAL:
-                raise
-            _refused.add(dev)
-        else:
-            try:
-                if _write_aligned(fd, data):
-                    return
-            finally:
-                os.close(fd)
-            _refused.add(dev)  # the device wants a larger alignment: page cache from now
-            os.unlink(path)
-    with open(path, "wb") as f:
-        f.write(data)
+    if dev in _refused:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FLAG, 0o666)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        _refused.add(dev)
+        return False
+    try:
+        if _write_aligned(fd, data):
+            return True
+    finally:
+        os.close(fd)
+    _refused.add(dev)  # the device wants a larger alignment: page cache from now
+    os.unlink(path)
+    return False
 
 
 def _write_aligned(fd: int, data) -> bool:
@@ -133,11 +154,6 @@ def _write_aligned(fd: int, data) -> bool:
     return True
 
 
-def _write_and_rename(tmp: Path, data, target: Path) -> None:
-    write_file(tmp, data)
-    os.replace(tmp, target)
-
-
 class DirectWrites:
     """The chunk files of one task, written in the background (see the module doc).
 
@@ -152,7 +168,7 @@ class DirectWrites:
     def submit(self, tmp: Path, data, target: Path) -> None:
         while len(self._pending) >= self._depth:
             self._pending.popleft().result()
-        self._pending.append(_executor().submit(_write_and_rename, tmp, data, target))
+        self._pending.append(_executor().submit(write_and_rename, tmp, data, target))
 
     def close(self) -> None:
         error = None
